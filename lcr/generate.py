@@ -1,0 +1,289 @@
+"""Generate stage: run one shard of plan.json on one node, resumable, one record per unit.
+
+    python -m lcr.generate shards/demo --shard 3
+
+Keys already in the shard's JSONL are skipped (a torn last line is ignored), units are fed
+to the engine document set by document set so each set's prefix stays in vLLM's cache, and
+`shard-0003.done` is written last. With engine.replicas = R > 1 the shard's sets are split
+between R engine processes, each on its own GPUs and writing its own part file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lcr.config import Config
+from lcr.io import ShardWriter, read_done, read_jsonl, sha256_file, write_done
+from lcr.plan import _pack, units_cost
+from lcr.prepare import load_prepared, load_prompt_ids
+from lcr.rundir import RunDir
+
+
+def units_sha(units: list[dict]) -> str:
+    return hashlib.sha256("\n".join(sorted(u["key"] for u in units)).encode()).hexdigest()
+
+
+def load_shard(run_dir: RunDir, shard: int) -> dict:
+    plan = json.loads(run_dir.plan_file.read_text())
+    shards = plan["shards"]
+    if not 0 <= shard < len(shards):
+        raise SystemExit(f"{run_dir.plan_file}: no shard {shard} (plan has {len(shards)})")
+    return shards[shard]
+
+
+def shard_records(run_dir: RunDir, shard: int, run_hash: str) -> dict[str, dict]:
+    """Records already written for this shard (every part file), by key, from this config."""
+    done: dict[str, dict] = {}
+    for path in run_dir.generate_files(shard):
+        for rec in read_jsonl(path).records:
+            if rec.get("run_hash") == run_hash and "key" in rec:
+                prev = done.get(rec["key"])
+                if prev is None or (prev.get("status") != "ok" and rec.get("status") == "ok"):
+                    done[rec["key"]] = rec
+    return done
+
+
+def shard_done(run_dir: RunDir, spec: dict, part: int | None = None,
+               units: list[dict] | None = None) -> dict | None:
+    """The done marker of a shard (or part), if it covers exactly these units."""
+    info = read_done(run_dir.generate_done(spec["index"], part))
+    if info and info.get("units_sha256") == units_sha(spec["units"] if units is None else units):
+        return info
+    return None
+
+
+def split_parts(shard: dict, parts: int, qinfo: dict, cfg: Config) -> list[list[dict]]:
+    """A shard's units between replica engines: whole sets, largest-first by the cost model."""
+    groups: dict[str, list[dict]] = {}
+    for u in shard["units"]:
+        groups.setdefault(u["document_set_id"], []).append(u)
+
+    def cost_of(g):
+        return units_cost(g, qinfo, cfg.cost, cfg.sampling.max_new_tokens).seconds
+
+    return _pack(list(groups.values()), parts, cost_of)
+
+
+class Progress:
+    def __init__(self, label: str, total: int, already: int):
+        self.label, self.total, self.done = label, total, already
+        self.start = time.time()
+        self.prompt = self.cached = self.output = 0
+
+    def add(self, records: list[dict]) -> None:
+        self.done += len(records)
+        for r in records:
+            self.prompt += r.get("prompt_tokens") or 0
+            self.cached += r.get("cached_tokens") or 0
+            self.output += r.get("output_tokens") or 0
+        dt = max(time.time() - self.start, 1e-9)
+        hit = self.cached / self.prompt if self.prompt else 0.0
+        print(
+            f"[{self.label}] {self.done}/{self.total} units; prompt {self.prompt / dt:,.0f} tok/s, "
+            f"generated {self.output / dt:,.1f} tok/s; prefix-cache hit {hit:.2f}",
+            file=sys.stderr, flush=True,
+        )
+
+    def summary(self) -> dict:
+        dt = time.time() - self.start
+        return {
+            "elapsed_s": round(dt, 3),
+            "prompt_tokens": self.prompt,
+            "cached_tokens": self.cached,
+            "output_tokens": self.output,
+            "prompt_tok_s": round(self.prompt / dt, 1) if dt else 0.0,
+            "output_tok_s": round(self.output / dt, 2) if dt else 0.0,
+            "cache_hit": round(self.cached / self.prompt, 4) if self.prompt else 0.0,
+        }
+
+
+def _record(u: dict, q: dict, cfg: Config, shard: int, part, run_hash: str, **fields) -> dict:
+    rec = {
+        "key": u["key"],
+        "question_id": u["question_id"],
+        "seed": u["seed"],
+        "sample": u["sample"],
+        "document_set_id": u["document_set_id"],
+        "document_category": q["document_category"],
+        "status": "ok",
+        "response": "",
+        "prompt_tokens": q["prompt_tokens"],
+        "cached_tokens": 0,
+        "output_tokens": 0,
+        "finish_reason": None,
+        "elapsed_s": 0.0,
+        "model": cfg.model.path,
+        "shard": shard,
+        "part": part,
+        "run_hash": run_hash,
+        "time": round(time.time(), 3),
+    }
+    rec.update(fields)
+    return rec
+
+
+def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
+              out: Path, engine_factory=None) -> dict:
+    """Generate `units` into `out` (resuming), return the summary for the done marker."""
+    run_hash = cfg.generation_hash()
+    qinfo = {q["question_id"]: q for q in load_prepared(run_dir)}
+    label = f"shard {shard}" + (f" part {part}" if part is not None else "")
+    with ShardWriter(out) as writer:
+        have = shard_records(run_dir, shard, run_hash)
+        pending = [u for u in units if u["key"] not in have]
+        progress = Progress(label, len(units), len(units) - len(pending))
+        print(f"[{label}] {len(units)} units, {len(units) - len(pending)} already written",
+              file=sys.stderr, flush=True)
+        if shard in cfg.debug.fail_shards:
+            raise RuntimeError(f"debug.fail_shards: shard {shard} fails on purpose")
+        too_long = [u for u in pending if qinfo[u["question_id"]]["status"] != "ok"]
+        records = [
+            _record(u, qinfo[u["question_id"]], cfg, shard, part, run_hash, status="too_long",
+                    error=qinfo[u["question_id"]].get("error", "prompt too long"))
+            for u in too_long
+        ]
+        writer.append_many(records)
+        if records:
+            progress.add(records)
+        runnable = [u for u in pending if qinfo[u["question_id"]]["status"] == "ok"]
+        by_set: dict[str, list[dict]] = {}
+        for u in runnable:
+            by_set.setdefault(u["document_set_id"], []).append(u)
+        engine = None
+        sets = list(by_set)
+        step = max(cfg.engine.batch_sets, 1)
+        for i in range(0, len(sets), step):
+            batch = [u for s in sets[i:i + step] for u in by_set[s]]
+            if engine is None:
+                engine = (engine_factory or _default_engine)(cfg)
+            from lcr.engine import Engine
+
+            prompts = [load_prompt_ids(run_dir, qinfo[u["question_id"]]) for u in batch]
+            params = [Engine.params(cfg.sampling, seed=u["seed"] * 1000 + u["sample"])
+                      for u in batch]
+            t0 = time.time()
+            outs = engine.generate(prompts, params)
+            elapsed = round(time.time() - t0, 3)
+            records = []
+            for u, ids, c in zip(batch, prompts, outs):
+                fields = dict(response=c.text, prompt_tokens=c.prompt_tokens or len(ids),
+                              cached_tokens=c.cached_tokens,
+                    output_tokens=c.output_tokens, finish_reason=c.finish_reason,
+                    elapsed_s=elapsed)
+                if c.error:
+                    long = "maximum context length" in c.error
+                    fields.update(status="too_long" if long else "error", error=c.error)
+                records.append(_record(u, qinfo[u["question_id"]], cfg, shard, part, run_hash,
+                                       **fields))
+            writer.append_many(records)
+            progress.add(records)
+            if cfg.debug.unit_delay_s:
+                time.sleep(cfg.debug.unit_delay_s * len(batch))
+        final = shard_records(run_dir, shard, run_hash)
+        mine = [final[u["key"]] for u in units if u["key"] in final]
+        missing = [u["key"] for u in units if u["key"] not in final]
+        if missing:
+            raise RuntimeError(f"[{label}] units without a record after the run: {missing[:5]}")
+        info = progress.summary()
+        info.update(
+            records=len(mine),
+            sha256=sha256_file(out),
+            units_sha256=units_sha(units),
+            n_ok=sum(r["status"] == "ok" for r in mine),
+            n_too_long=sum(r["status"] == "too_long" for r in mine),
+            n_error=sum(r["status"] == "error" for r in mine),
+            file=out.name,
+        )
+        return info
+
+
+def _default_engine(cfg: Config):
+    from lcr.engine import Engine
+    from lcr.tinymodel import resolve
+
+    return Engine(resolve(cfg.model.path), cfg.engine,
+                  tokenizer=resolve(cfg.model.tokenizer or cfg.model.path),
+                  trust_remote_code=cfg.model.trust_remote_code)
+
+
+def visible_devices(count: int) -> list[str]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env:
+        return [d for d in env.split(",") if d.strip()]
+    return [str(i) for i in range(count)]
+
+
+def run_shard(run_dir: str | Path, shard: int, part: int | None = None,
+              parts: int | None = None, engine_factory=None) -> dict:
+    """Run one shard (or one replica part of it); returns the done-marker content."""
+    rd = RunDir(run_dir)
+    cfg, _ = rd.load_config()
+    spec = load_shard(rd, shard)
+    done = shard_done(rd, spec)
+    if done:
+        print(f"[shard {shard}] already done ({done['records']} records)", file=sys.stderr)
+        return done
+    replicas = parts or cfg.engine.replicas
+    if replicas > 1 and part is None:
+        return _run_replicas(rd, cfg, spec, replicas)
+    qinfo = {q["question_id"]: q for q in load_prepared(rd)}
+    units = spec["units"] if part is None else split_parts(spec, replicas, qinfo, cfg)[part]
+    if part is not None and shard_done(rd, spec, part, units):
+        return shard_done(rd, spec, part, units)
+    out = rd.generate_file(shard, part)
+    info = run_units(rd, cfg, shard, part, units, out, engine_factory)
+    write_done(rd.generate_done(shard, part), info)
+    return info
+
+
+def _run_replicas(rd: RunDir, cfg: Config, spec: dict, replicas: int) -> dict:
+    """One engine process per replica, each with its own GPUs; the shard is done when all are."""
+    tp = cfg.engine.tensor_parallel_size
+    devices = visible_devices(replicas * tp)
+    procs = []
+    for r in range(replicas):
+        env = dict(os.environ)
+        if len(devices) >= replicas * tp:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(devices[r * tp:(r + 1) * tp])
+        cmd = [sys.executable, "-m", "lcr.generate", str(rd.path), "--shard", str(spec["index"]),
+               "--part", str(r), "--parts", str(replicas)]
+        procs.append(subprocess.Popen(cmd, env=env))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(f"[shard {spec['index']}] replica exit codes {codes}; rerun to finish")
+    infos = [read_done(rd.generate_done(spec["index"], r)) or {} for r in range(replicas)]
+    info = {
+        "records": sum(i.get("records", 0) for i in infos),
+        "units_sha256": units_sha(spec["units"]),
+        "parts": infos,
+        "elapsed_s": max(i.get("elapsed_s", 0) for i in infos),
+    }
+    for k in ("prompt_tokens", "cached_tokens", "output_tokens", "n_ok", "n_too_long", "n_error"):
+        info[k] = sum(i.get(k, 0) for i in infos)
+    info["cache_hit"] = round(info["cached_tokens"] / info["prompt_tokens"], 4) if info[
+        "prompt_tokens"] else 0.0
+    write_done(rd.generate_done(spec["index"]), info)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lcr.generate", description=__doc__.split("\n")[0])
+    p.add_argument("run_dir", help="run directory made by `lcr plan`")
+    p.add_argument("--shard", type=int, required=True, help="shard index in plan.json")
+    p.add_argument("--part", type=int, default=None, help="replica part (set by the parent)")
+    p.add_argument("--parts", type=int, default=None, help="number of replica parts")
+    args = p.parse_args(argv)
+    info = run_shard(args.run_dir, args.shard, args.part, args.parts)
+    print(json.dumps({k: v for k, v in info.items() if k != "parts"}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Files that can be trusted: atomic writes, append-only JSONL, done markers, shard locks.
+
+    with ShardWriter(path) as w:         # exclusive lock; fails if another writer holds it
+        w.append_many(records)            # one line per record, flushed and fsynced
+    write_done(path.with_suffix(".done"), {"records": n})
+
+A reader never sees half a file; a torn last line after a kill is skipped and reported.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class LockedError(RuntimeError):
+    """Another process is writing the same shard file."""
+
+
+@dataclass
+class JsonlRead:
+    records: list[dict] = field(default_factory=list)
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temporary name in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_jsonl(path: str | Path, records) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_jsonl(path: str | Path) -> JsonlRead:
+    """Every valid JSON object in the file; torn, empty or non-JSON lines are listed, not fatal."""
+    out = JsonlRead()
+    path = Path(path)
+    if not path.exists():
+        return out
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                out.bad_lines.append((lineno, "torn last line (no newline)"))
+                continue
+            text = raw.strip()
+            if not text:
+                out.bad_lines.append((lineno, "empty line"))
+                continue
+            try:
+                obj = json.loads(text)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                out.bad_lines.append((lineno, f"not JSON: {e}"))
+                continue
+            if not isinstance(obj, dict):
+                out.bad_lines.append((lineno, "not a JSON object"))
+                continue
+            out.records.append(obj)
+    return out
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_done(path: str | Path, info: dict) -> None:
+    atomic_write_json(path, info)
+
+
+def read_done(path: str | Path) -> dict | None:
+    """The marker's content, or None if absent or unreadable (an unreadable marker is not done)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+class ShardWriter:
+    """Append-only JSONL writer holding an exclusive lock on `<path>.lock` while open.
+
+    A torn tail left by a killed writer is cut off with a newline first, so the next
+    record starts on a line of its own and the torn line stays readable as garbage.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock_fd = None
+        self._f = None
+
+    def __enter__(self) -> "ShardWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                holder = _read_lock_holder(lock_path)
+                raise LockedError(
+                    f"{self.path} is being written by another process{holder}; "
+                    "a requeued job may be racing its earlier incarnation. "
+                    "Wait for it to end (or cancel it) and run again."
+                ) from None
+            raise
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
+        self._f = open(self.path, "ab")
+        if self._f.tell() > 0:
+            with open(self.path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    self._write(b"\n")
+        return self
+
+    def _write(self, data: bytes) -> None:
+        self._f.write(data)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def append_many(self, records) -> None:
+        data = b"".join(
+            (json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records
+        )
+        if data:
+            self._write(data)
+
+    def append(self, record: dict) -> None:
+        self.append_many([record])
+
+    def __exit__(self, *exc) -> None:
+        if self._f is not None:
+            self._f.close()
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+
+
+def _read_lock_holder(lock_path: Path) -> str:
+    try:
+        text = lock_path.read_text().strip()
+    except OSError:
+        return ""
+    return f" ({text})" if text else ""

@@ -1,0 +1,272 @@
+"""Shard planner: whole document sets per shard, packed largest-first by an engine cost model.
+
+    plan = make_plan(questions, cfg)              # the plan.json dict
+    table = plan_table(plan, questions, cfg)      # what `lcr plan` prints
+
+Questions of one document set share a ~100K-token prefix; a shard holding the whole set
+prefills it once and serves the rest from vLLM's prefix cache. Only when there are more
+shards than sets is a set split, by seed first, then by question, then by sample.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from lcr.config import Config, ConfigError, CostSection
+from lcr.io import atomic_write_json, atomic_write_text
+from lcr.rundir import RunDir, config_toml
+
+# Sections that decide what a run's records mean; changing them needs a new run directory.
+FIXED_SECTIONS = ("data", "model", "sampling", "shards")
+
+
+def unit_key(question_id: str, seed: int, sample: int) -> str:
+    return f"{question_id}:{seed}:{sample}"
+
+
+def make_units(questions: list[dict], seeds: list[int], n: int) -> list[dict]:
+    """Every (question, seed, sample) unit, in question order."""
+    return [
+        {
+            "key": unit_key(q["question_id"], seed, sample),
+            "question_id": q["question_id"],
+            "seed": seed,
+            "sample": sample,
+            "document_set_id": q["document_set_id"],
+        }
+        for q in questions
+        for seed in seeds
+        for sample in range(n)
+    ]
+
+
+def prefill_seconds(new: int, context: int, cost: CostSection) -> float:
+    """Seconds to prefill `new` tokens after `context` cached tokens (attention grows with L)."""
+    end = context + new
+    return (new + (end * end - context * context) / cost.attn_tokens) / cost.prefill_tok_s
+
+
+@dataclass
+class Load:
+    seconds: float = 0.0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prefill_tokens + self.decode_tokens
+
+
+def units_cost(units: list[dict], qinfo: dict[str, dict], cost: CostSection,
+               max_new_tokens: int) -> Load:
+    """Engine cost of running `units` on one engine with prefix caching, set by set.
+
+    Each set's shared prefix is prefilled once; each question's own suffix once (later seeds
+    and samples of it hit the cache); every unit decodes `max_new_tokens`. too_long units
+    cost nothing: they never reach the engine.
+    """
+    load = Load()
+    seen_sets: set[str] = set()
+    seen_questions: set[str] = set()
+    for u in units:
+        q = qinfo[u["question_id"]]
+        if q.get("status", "ok") != "ok":
+            continue
+        shared = min(q.get("shared_prefix_tokens", 0), q["prompt_tokens"])
+        if u["document_set_id"] not in seen_sets:
+            seen_sets.add(u["document_set_id"])
+            load.seconds += prefill_seconds(shared, 0, cost)
+            load.prefill_tokens += shared
+        if u["question_id"] not in seen_questions:
+            seen_questions.add(u["question_id"])
+            suffix = q["prompt_tokens"] - shared
+            load.seconds += prefill_seconds(suffix, shared, cost)
+            load.prefill_tokens += suffix
+        load.seconds += max_new_tokens / cost.decode_tok_s
+        load.decode_tokens += max_new_tokens
+    return load
+
+
+def _split(group: list[dict]) -> list[list[dict]]:
+    """Halve a group of one set's units: by seed first, then by question, then by sample."""
+    for field in ("seed", "question_id", "sample"):
+        values = sorted({u[field] for u in group}, key=str)
+        if len(values) > 1:
+            first = set(values[: len(values) // 2])
+            return [[u for u in group if u[field] in first],
+                    [u for u in group if u[field] not in first]]
+    return [group]
+
+
+def _pack(groups: list[list[dict]], count: int, cost_of) -> list[list[dict]]:
+    """Largest-first onto the least-loaded shard (ties: lowest index)."""
+    ordered = sorted(groups, key=lambda g: (-cost_of(g), g[0]["document_set_id"], g[0]["key"]))
+    heap = [(0.0, i) for i in range(count)]
+    shards: list[list[dict]] = [[] for _ in range(count)]
+    for g in ordered:
+        load, i = heapq.heappop(heap)
+        shards[i].extend(g)
+        heapq.heappush(heap, (load + cost_of(g), i))
+    return shards
+
+
+def assign(units: list[dict], count: int, policy: str, qinfo: dict, cost: CostSection,
+           max_new_tokens: int, seed: int = 0) -> list[list[dict]]:
+    """Units -> `count` shards under a policy: document_set (default), round_robin,
+    contiguous or random (the last three ignore document sets; for comparison)."""
+    if policy == "round_robin":
+        return [units[i::count] for i in range(count)]
+    if policy == "contiguous":
+        size, extra = divmod(len(units), count)
+        out, start = [], 0
+        for i in range(count):
+            end = start + size + (1 if i < extra else 0)
+            out.append(units[start:end])
+            start = end
+        return out
+    if policy == "random":
+        shuffled = list(units)
+        random.Random(seed).shuffle(shuffled)
+        return [shuffled[i::count] for i in range(count)]
+    if policy != "document_set":
+        raise ValueError(f"unknown sharding policy {policy!r}")
+
+    def cost_of(group):
+        return units_cost(group, qinfo, cost, max_new_tokens).seconds
+
+    groups: dict[str, list[dict]] = {}
+    for u in units:
+        groups.setdefault(u["document_set_id"], []).append(u)
+    items = list(groups.values())
+    while len(items) < count:
+        splittable = [g for g in items if len(_split(g)) > 1]
+        if not splittable:
+            break
+        biggest = max(splittable, key=lambda g: (cost_of(g), g[0]["key"]))
+        items.remove(biggest)
+        items.extend(_split(biggest))
+    return _pack(items, count, cost_of)
+
+
+def make_plan(questions: list[dict], cfg: Config, policy: str = "document_set") -> dict:
+    qinfo = {q["question_id"]: q for q in questions}
+    units = make_units(questions, cfg.sampling.seeds, cfg.sampling.n)
+    shards = assign(units, cfg.shards.count, policy, qinfo, cfg.cost, cfg.sampling.max_new_tokens)
+    out = []
+    for index, shard_units in enumerate(shards):
+        load = units_cost(shard_units, qinfo, cfg.cost, cfg.sampling.max_new_tokens)
+        sets = sorted({u["document_set_id"] for u in shard_units})
+        out.append({
+            "index": index,
+            "document_sets": sets,
+            "est_tokens": load.tokens,
+            "est_prefill_tokens": load.prefill_tokens,
+            "est_seconds": round(load.seconds, 3),
+            "units": shard_units,
+        })
+    return {
+        "run": cfg.run.name,
+        "policy": policy,
+        "generation_hash": cfg.generation_hash(),
+        "n_units": len(units),
+        "shards": out,
+    }
+
+
+def plan_units(plan: dict) -> list[dict]:
+    return [u for s in plan["shards"] for u in s["units"]]
+
+
+def check_plan(plan: dict, questions: list[dict], seeds: list[int], n: int) -> None:
+    """Raise AssertionError unless every planned unit appears exactly once."""
+    want = {u["key"] for u in make_units(questions, seeds, n)}
+    got = [u["key"] for u in plan_units(plan)]
+    dupes = [k for k, c in Counter(got).items() if c > 1]
+    assert not dupes, f"units in more than one shard: {sorted(dupes)[:5]}"
+    assert set(got) == want, f"missing units: {sorted(want - set(got))[:5]}"
+
+
+def plan_table(plan: dict, questions: list[dict], cfg: Config) -> str:
+    """Per-shard table, totals, and what a round-robin split of the same units would cost."""
+    qinfo = {q["question_id"]: q for q in questions}
+    lines = [f"{'shard':>5} {'sets':>4} {'units':>5} {'est tokens':>11} {'est GPU-min':>11}"]
+    for s in plan["shards"]:
+        lines.append(
+            f"{s['index']:>5} {len(s['document_sets']):>4} {len(s['units']):>5} "
+            f"{s['est_tokens']:>11,} {s['est_seconds'] / 60:>11.2f}"
+        )
+    secs = [s["est_seconds"] for s in plan["shards"]]
+    total = sum(secs)
+    lines.append(
+        f"{'total':>5} {len({q['document_set_id'] for q in questions}):>4} "
+        f"{plan['n_units']:>5} {sum(s['est_tokens'] for s in plan['shards']):>11,} "
+        f"{total / 60:>11.2f}"
+    )
+    units = plan_units(plan)
+    units.sort(key=lambda u: (list(qinfo).index(u["question_id"]), u["seed"], u["sample"]))
+    rr = assign(units, len(plan["shards"]), "round_robin", qinfo, cfg.cost,
+                cfg.sampling.max_new_tokens)
+    rr_secs = [units_cost(s, qinfo, cfg.cost, cfg.sampling.max_new_tokens).seconds for s in rr]
+    mean = total / max(len(secs), 1)
+    balance = max(secs) / mean if mean else 1.0
+    lines.append(
+        f"balance: max/mean estimated load {balance:.2f}; makespan {max(secs) / 60:.2f} min "
+        f"(+ engine start {cfg.cost.engine_start_s:.0f} s per shard)"
+    )
+    if total > 0:
+        lines.append(
+            f"round-robin split of the same units: {sum(rr_secs) / 60:.2f} GPU-min, makespan "
+            f"{max(rr_secs) / 60:.2f} min; document-set sharding saves "
+            f"{(1 - total / sum(rr_secs)) * 100:.0f}% ({sum(rr_secs) / total:.2f}x cheaper)"
+        )
+    return "\n".join(lines)
+
+
+def _config_conflicts(cfg: Config, run_dir: RunDir) -> list[str]:
+    old, _ = run_dir.load_config()
+    new_d, old_d = cfg.to_dict(), old.to_dict()
+    diffs = []
+    for section in FIXED_SECTIONS:
+        for key, value in new_d[section].items():
+            if old_d[section].get(key) != value:
+                diffs.append(f"{section}.{key}: {old_d[section].get(key)!r} -> {value!r}")
+    if old.engine.max_model_len != cfg.engine.max_model_len:
+        diffs.append(
+            f"engine.max_model_len: {old.engine.max_model_len} -> {cfg.engine.max_model_len}"
+        )
+    return diffs
+
+
+def plan_run(cfg: Config, force: bool = False, log=print) -> tuple[RunDir, dict, list[dict]]:
+    """Prepare and plan a run directory: config.toml, questions.jsonl, prompts/, plan.json."""
+    from lcr.prepare import prepare
+
+    run_dir = RunDir(cfg.run_dir)
+    if run_dir.exists() and not force:
+        diffs = _config_conflicts(cfg, run_dir)
+        if diffs:
+            raise ConfigError(
+                f"{run_dir.path} already holds a run with a different configuration:\n  "
+                + "\n  ".join(diffs)
+                + "\nMixing configurations would corrupt its results. Use another run.name, "
+                "or pass --force to re-plan it (records made under the old settings are then "
+                "ignored by merge, never deleted)."
+            )
+        if run_dir.plan_file.exists() and run_dir.questions_file.exists():
+            # Same configuration: keep the plan, so shards already done stay done.
+            from lcr.prepare import load_prepared
+
+            atomic_write_text(run_dir.config_file, config_toml(cfg))
+            log(f"{run_dir.path}: reusing its plan.json (same configuration)")
+            return run_dir, json.loads(run_dir.plan_file.read_text()), load_prepared(run_dir)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir.config_file, config_toml(cfg))
+    questions = prepare(cfg, run_dir, log=log)
+    plan = make_plan(questions, cfg)
+    check_plan(plan, questions, cfg.sampling.seeds, cfg.sampling.n)
+    atomic_write_json(run_dir.plan_file, plan)
+    return run_dir, plan, questions

@@ -1,0 +1,162 @@
+"""Prepare stage: render every prompt once, count its tokens, store the token ids.
+
+    records = prepare(cfg, RunDir("shards/demo"))   # writes questions.jsonl and prompts/
+
+Later jobs read token ids from prompts/ and never re-tokenise the ~3M document tokens.
+A prompt longer than `engine.max_model_len - sampling.max_new_tokens` is either recorded as
+too_long (data.too_long = "skip") or has the middle of its documents cut ("truncate").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lcr.config import Config
+from lcr.data import Question, load_questions
+from lcr.io import atomic_write_jsonl, read_jsonl
+from lcr.prompts import candidate_messages, documents_text
+from lcr.rundir import RunDir
+
+TRUNCATION_MARK = "\n\n[... middle of the documents truncated by lcr to fit the context ...]\n\n"
+
+
+def load_tokenizer(cfg: Config):
+    from transformers import AutoTokenizer
+
+    from lcr.tinymodel import resolve
+
+    name = resolve(cfg.model.tokenizer or cfg.model.path)
+    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.model.trust_remote_code)
+    tok.model_max_length = 1 << 30  # lengths are checked against engine.max_model_len here
+    return tok
+
+
+def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if hasattr(out, "keys"):  # transformers >= 5 returns a BatchEncoding
+        out = out["input_ids"]
+    return list(out)
+
+
+def _truncate(tokenizer, q: Question, system: str, limit: int) -> tuple[list[int], int]:
+    """Cut the middle of the documents until the chat prompt fits `limit` tokens."""
+    doc_ids = tokenizer.encode(documents_text(q.documents), add_special_tokens=False)
+    cut = 0
+    ids = chat_ids(tokenizer, candidate_messages(q.documents, q.question, system))
+    for _ in range(8):
+        if len(ids) <= limit:
+            return ids, cut
+        cut = min(len(doc_ids), cut + (len(ids) - limit) + 8)
+        head = (len(doc_ids) - cut) // 2
+        text = (
+            tokenizer.decode(doc_ids[:head])
+            + TRUNCATION_MARK
+            + tokenizer.decode(doc_ids[head + cut:])
+        )
+        ids = chat_ids(tokenizer, candidate_messages(q.documents, q.question, system, text))
+    if len(ids) > limit:
+        raise RuntimeError(f"question {q.question_id}: could not truncate to {limit} tokens")
+    return ids, cut
+
+
+def _save_ids(path: Path, ids: list[int]) -> str:
+    arr = np.asarray(ids, dtype=np.int32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+    return hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+def load_prompt_ids(run_dir: RunDir, record: dict) -> list[int]:
+    """Token ids of one prepared prompt, checked against the sha256 in questions.jsonl."""
+    path = run_dir.path / record["prompt_file"]
+    arr = np.load(path)
+    if hashlib.sha256(arr.astype(np.int32).tobytes()).hexdigest() != record["prompt_sha256"]:
+        raise RuntimeError(f"{path}: token ids do not match questions.jsonl (sha256 differs)")
+    return arr.tolist()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    x, y = np.asarray(a[:n]), np.asarray(b[:n])
+    diff = np.nonzero(x != y)[0]
+    return int(diff[0]) if len(diff) else n
+
+
+def prepare(cfg: Config, run_dir: RunDir, log=print) -> list[dict]:
+    questions = load_questions(cfg.data)
+    tokenizer = load_tokenizer(cfg)
+    limit = cfg.engine.max_model_len - cfg.sampling.max_new_tokens
+    records, ids_by_q = [], {}
+    for i, q in enumerate(questions):
+        messages = candidate_messages(q.documents, q.question, cfg.model.system_prompt)
+        ids = chat_ids(tokenizer, messages)
+        rec = {
+            "question_id": q.question_id,
+            "document_category": q.document_category,
+            "document_set_id": q.document_set_id,
+            "question": q.question,
+            "answer": q.answer,
+            "filenames": q.filenames,
+            "input_tokens": q.input_tokens,
+            "prompt_tokens": len(ids),
+            "status": "ok",
+            "truncated_tokens": 0,
+        }
+        if len(ids) > limit and cfg.data.too_long == "truncate":
+            ids, cut = _truncate(tokenizer, q, cfg.model.system_prompt, limit)
+            rec["truncated_tokens"] = cut
+            rec["full_prompt_tokens"], rec["prompt_tokens"] = rec["prompt_tokens"], len(ids)
+        if len(ids) > limit:
+            rec["status"] = "too_long"
+            rec["error"] = (
+                f"prompt is {len(ids)} tokens; engine.max_model_len {cfg.engine.max_model_len} "
+                f"minus sampling.max_new_tokens {cfg.sampling.max_new_tokens} leaves {limit}"
+            )
+            rec["prompt_file"], rec["prompt_sha256"] = None, None
+        else:
+            rec["prompt_file"] = f"prompts/p-{i:04d}.npy"
+            rec["prompt_sha256"] = _save_ids(run_dir.path / rec["prompt_file"], ids)
+            ids_by_q[q.question_id] = ids
+        records.append(rec)
+    # Tokens a set's questions share: what the prefix cache can serve after the first one.
+    by_set: dict[str, list[str]] = {}
+    for rec in records:
+        if rec["question_id"] in ids_by_q:
+            by_set.setdefault(rec["document_set_id"], []).append(rec["question_id"])
+    for rec in records:
+        members = by_set.get(rec["document_set_id"], [])
+        if rec["question_id"] not in ids_by_q:
+            rec["shared_prefix_tokens"] = 0
+            continue
+        mine = ids_by_q[rec["question_id"]]
+        others = [ids_by_q[m] for m in members if m != rec["question_id"]]
+        rec["shared_prefix_tokens"] = max((_common_prefix(mine, o) for o in others), default=0)
+    atomic_write_jsonl(run_dir.questions_file, records)
+    n_long = sum(r["status"] == "too_long" for r in records)
+    n_cut = sum(r["truncated_tokens"] > 0 for r in records)
+    log(
+        f"prepared {len(records)} questions in "
+        f"{len({r['document_set_id'] for r in records})} document sets: "
+        f"{sum(r['prompt_tokens'] for r in records):,} prompt tokens"
+        + (f"; {n_long} too long (recorded, not run)" if n_long else "")
+        + (f"; {n_cut} truncated" if n_cut else "")
+    )
+    return records
+
+
+def load_prepared(run_dir: RunDir) -> list[dict]:
+    read = read_jsonl(run_dir.questions_file)
+    if not run_dir.questions_file.exists():
+        raise FileNotFoundError(f"{run_dir.questions_file}: missing; run `lcr plan` first")
+    if read.bad_lines:
+        line, why = read.bad_lines[0]
+        raise ValueError(f"{run_dir.questions_file}:{line}: {why}")
+    return read.records

@@ -1,0 +1,95 @@
+"""AA-LCR prompt texts, byte-exact, and the chat messages built from them.
+
+    messages = candidate_messages(["first", "second"], "Which one?", system="none")
+    messages = judge_messages("v1.1", question, official_answer, candidate_answer)
+
+The texts live in lcr/protocol/*.txt, copied from the dataset card (see aa-lcr-protocol.md).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+JUDGE_PROTOCOLS = ("v1.0", "v1.1")
+
+# Which judge protocol goes with which dataset revision: v1.1 corrected 16 answer keys
+# together with its new judge prompt, so mixing them misgrades those questions.
+V11_REVISION = "9a77ef56b717057ade24ceab4d273712a0b4f19e"
+
+REASONING_SYSTEM_PROMPT = (
+    "You answer questions about long documents. Work in steps before answering:\n"
+    "1. Restate the question in your own words.\n"
+    "2. List the sub-questions that must be answered to answer it.\n"
+    "3. For each sub-question, quote or cite the evidence from the documents.\n"
+    "4. Synthesise the evidence into an answer, doing any arithmetic explicitly.\n"
+    "Finish with one line of the form `Final answer: ...` that commits to a single answer."
+)
+
+
+@lru_cache(maxsize=None)
+def protocol_text(name: str) -> str:
+    """One of candidate, judge-v1.0, judge-v1.1-system, judge-v1.1-user."""
+    return resources.files("lcr").joinpath(f"protocol/{name}.txt").read_text(encoding="utf-8")
+
+
+def documents_text(documents: list[str]) -> str:
+    return "\n\n".join(
+        f"BEGIN DOCUMENT {i}:\n{text}\nEND DOCUMENT {i}" for i, text in enumerate(documents, 1)
+    )
+
+
+def candidate_prompt(documents: list[str], question: str, docs_text: str | None = None) -> str:
+    """The official AA-LCR user message; `docs_text` replaces the joined documents (truncation)."""
+    if docs_text is None:
+        docs_text = documents_text(documents)
+    # str.replace, not str.format: documents contain braces. The question goes in first so
+    # that document text is never searched for slots.
+    return (
+        protocol_text("candidate")
+        .replace("{question}", question)
+        .replace("{documents_text}", docs_text, 1)
+    )
+
+
+def system_prompt(kind: str) -> str | None:
+    if kind == "none":
+        return None
+    if kind == "reasoning":
+        return REASONING_SYSTEM_PROMPT
+    raise ValueError(f"model.system_prompt = {kind!r}; expected 'none' or 'reasoning'")
+
+
+def candidate_messages(
+    documents: list[str], question: str, system: str = "none", docs_text: str | None = None
+) -> list[dict]:
+    messages = []
+    text = system_prompt(system)
+    if text is not None:
+        messages.append({"role": "system", "content": text})
+    messages.append({"role": "user", "content": candidate_prompt(documents, question, docs_text)})
+    return messages
+
+
+def judge_messages(protocol: str, question: str, official: str, candidate: str) -> list[dict]:
+    """Chat messages for the judge under AA-LCR protocol v1.0 or v1.1."""
+    slots = {"{question}": question, "{official_answer}": official}
+    if protocol == "v1.0":
+        user = protocol_text("judge-v1.0")
+        messages = []
+    elif protocol == "v1.1":
+        user = protocol_text("judge-v1.1-user")
+        messages = [{"role": "system", "content": protocol_text("judge-v1.1-system")}]
+    else:
+        raise ValueError(f"judge.prompt = {protocol!r}; expected one of {JUDGE_PROTOCOLS}")
+    for slot, value in slots.items():
+        user = user.replace(slot, value)
+    # The candidate answer goes in last so that text inside it is never treated as a slot.
+    user = user.replace("{candidate_answer}", candidate)
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def protocol_for_revision(revision: str) -> str:
+    """The judge protocol that matches a dataset revision."""
+    return "v1.1" if revision == V11_REVISION else "v1.0"
