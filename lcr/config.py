@@ -111,6 +111,7 @@ class SlurmSection:
     array_parallelism: int = 64  # max simultaneously running array tasks
     exclusive: bool = False  # sbatch --exclusive
     max_requeue: int = 3  # requeues after time-out or preemption
+    signal_delay_s: int = 120  # Slurm warns a job this long before its time limit (requeue)
     judge_gpus_per_node: int = 1  # GPUs per judge task (vllm backend)
     judge_time: int = 120  # minutes per judge task
     extra: dict = field(default_factory=dict)  # more sbatch parameters, e.g. {mail_type = "END"}

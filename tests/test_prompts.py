@@ -1,0 +1,49 @@
+"""The official AA-LCR prompt texts, byte-exact."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lcr.prompts import candidate_prompt, judge_messages, protocol_text
+
+GOLDEN = Path(__file__).parent / "golden"
+PROTOCOL = Path(__file__).resolve().parents[2] / "shared" / "aa-lcr-protocol.md"
+
+
+def test_candidate_prompt_golden():
+    text = candidate_prompt(["first", "second"], "Which one?")
+    assert text == (GOLDEN / "candidate-two-documents.txt").read_text(encoding="utf-8")
+    assert text.endswith("END QUESTION\n") and not text.endswith("\n\n")
+
+
+def test_braces_and_slot_names_in_documents_are_kept():
+    text = candidate_prompt(["a {question} {x}"], "Q?")
+    assert "a {question} {x}" in text
+
+
+@pytest.mark.skipif(not PROTOCOL.exists(), reason="shared/aa-lcr-protocol.md not beside repo")
+def test_packaged_texts_match_the_protocol_page():
+    blocks = re.findall(r"```\n(.*?)```", PROTOCOL.read_text(encoding="utf-8"), re.S)
+    assert protocol_text("candidate") == blocks[0]
+    assert protocol_text("judge-v1.0") == blocks[2].rstrip("\n")
+    assert protocol_text("judge-v1.1-system") == blocks[3]
+    assert protocol_text("judge-v1.1-user") == blocks[4][:-1]
+
+
+def test_judge_v10_has_no_system_prompt():
+    msgs = judge_messages("v1.0", "Q?", "42", "It is 42.")
+    assert [m["role"] for m in msgs] == ["user"]
+    assert "The OFFICIAL ANSWER: 42\nCANDIDATE ANSWER TO ASSESS: It is 42." in msgs[0]["content"]
+    assert msgs[0]["content"].endswith("Reply only with CORRECT or INCORRECT.")
+
+
+def test_judge_v11_system_and_slots():
+    msgs = judge_messages("v1.1", "Q?", "42", "{question} 42")
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    user = msgs[1]["content"]
+    assert "START QUESTION Q?\n\nEND QUESTION" in user
+    assert "BEGIN CANDIDATE ANSWER TO ASSESS\n\n{question} 42\n\nEND CANDIDATE" in user
+    assert user.endswith("Reply as JSON, with a verdict of CORRECT or INCORRECT.")
+    with pytest.raises(ValueError):
+        judge_messages("v3", "Q", "A", "C")
