@@ -1,0 +1,167 @@
+"""Generation shards on the real vLLM engine (CPU build, tiny local model)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from helpers import copy_run
+
+from lcr.generate import run_shard
+from lcr.io import LockedError, ShardWriter, read_jsonl
+from lcr.rundir import RunDir
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def engine(planned_demo):
+    """One real engine for the in-process tests of this module."""
+    from lcr.generate import _default_engine
+
+    cfg = planned_demo[0]
+    return _default_engine(cfg)
+
+
+def _factory(engine):
+    return lambda cfg: engine
+
+
+def _records(rd: RunDir, shard: int):
+    return [r for p in rd.generate_files(shard) for r in read_jsonl(p).records]
+
+
+def _shard_with(plan, predicate):
+    return next(s for s in plan["shards"] if predicate(s))
+
+
+def test_shard_generates_every_unit_once_with_prefix_hits(planned_demo, tmp_path, engine):
+    cfg, src, plan, questions = planned_demo
+    rd = RunDir(copy_run(src.path, tmp_path))
+    spec = _shard_with(plan, lambda s: "Company_01" in s["document_sets"])
+    info = run_shard(rd.path, spec["index"], engine_factory=_factory(engine))
+    recs = _records(rd, spec["index"])
+    keys = [r["key"] for r in recs]
+    assert sorted(keys) == sorted(u["key"] for u in spec["units"])
+    assert Counter(keys).most_common(1)[0][1] == 1
+    assert info["records"] == len(spec["units"]) and info["cache_hit"] > 0
+    company = [r for r in recs if r["document_set_id"] == "Company_01" and r["seed"] == 0]
+    assert len(company) == 5
+    # the first question of the set prefills the documents; the others reuse them
+    assert sorted(r["cached_tokens"] for r in company)[1] > 0
+    assert max(r["cached_tokens"] for r in company) > 0.8 * company[0]["prompt_tokens"]
+    for r in recs:
+        for field in ("key", "question_id", "seed", "sample", "document_set_id",
+                      "document_category", "status", "response", "prompt_tokens",
+                      "cached_tokens", "output_tokens", "finish_reason", "elapsed_s", "model",
+                      "shard"):
+            assert field in r
+    done = json.loads(rd.generate_done(spec["index"]).read_text())
+    assert done["records"] == len(spec["units"]) and "sha256" in done and "elapsed_s" in done
+    # a second run finds the shard done and does nothing
+    assert run_shard(rd.path, spec["index"], engine_factory=_factory(engine)) == done
+
+
+def test_same_seed_same_response(planned_demo, tmp_path, engine):
+    cfg, src, plan, _ = planned_demo
+    spec = plan["shards"][1]
+    runs = []
+    for name in ("a", "b"):
+        rd = RunDir(copy_run(src.path, tmp_path, name))
+        run_shard(rd.path, spec["index"], engine_factory=_factory(engine))
+        runs.append({r["key"]: r["response"] for r in _records(rd, spec["index"])})
+    assert runs[0] == runs[1]
+    by_q = {}
+    for key, text in runs[0].items():
+        by_q.setdefault(key.split(":")[0], set()).add(text)
+    assert any(len(texts) > 1 for texts in by_q.values())  # seeds 0 and 1 differ (temp 0.7)
+
+
+def test_too_long_unit_is_recorded_and_the_shard_goes_on(planned_demo, tmp_path, engine):
+    _, src, plan, questions = planned_demo
+    long_q = next(q for q in questions if q["status"] == "too_long")
+    spec = _shard_with(plan, lambda s: long_q["document_set_id"] in s["document_sets"])
+    rd = RunDir(copy_run(src.path, tmp_path))
+    info = run_shard(rd.path, spec["index"], engine_factory=_factory(engine))
+    recs = {r["key"]: r for r in _records(rd, spec["index"])}
+    bad = [r for r in recs.values() if r["question_id"] == long_q["question_id"]]
+    assert bad and all(r["status"] == "too_long" and "max_model_len" in r["error"] for r in bad)
+    assert info["n_too_long"] == len(bad) and info["n_ok"] == len(spec["units"]) - len(bad)
+
+
+def test_torn_last_line_is_tolerated(planned_demo, tmp_path, engine):
+    _, src, plan, _ = planned_demo
+    spec = plan["shards"][0]
+    rd = RunDir(copy_run(src.path, tmp_path))
+    path = rd.generate_file(spec["index"])
+    path.parent.mkdir(parents=True)
+    path.write_text('{"key": "1:0:0", "question_id": "1", "resp')  # a writer killed mid-line
+    run_shard(rd.path, spec["index"], engine_factory=_factory(engine))
+    read = read_jsonl(path)
+    assert read.bad_lines and read.bad_lines[0][0] == 1
+    assert sorted(r["key"] for r in read.records) == sorted(u["key"] for u in spec["units"])
+
+
+def test_second_writer_is_refused(planned_demo, tmp_path, engine):
+    _, src, plan, _ = planned_demo
+    rd = RunDir(copy_run(src.path, tmp_path))
+    with ShardWriter(rd.generate_file(0)):
+        with pytest.raises(LockedError, match="being written by another process"):
+            run_shard(rd.path, 0, engine_factory=_factory(engine))
+    assert _records(rd, 0) == []
+
+
+def _set_debug(rd: RunDir, **values):
+    """Change [debug] in a run's config.toml (it does not affect the records' hash)."""
+    import tomli_w
+
+    from lcr.rundir import tomllib
+
+    data = tomllib.loads(rd.config_file.read_text())
+    data["debug"].update(values)
+    rd.config_file.write_text(tomli_w.dumps(data))
+
+
+def test_sigkill_mid_shard_then_rerun_loses_nothing(planned_demo, tmp_path, engine):
+    _, src, plan, _ = planned_demo
+    spec = max(plan["shards"], key=lambda s: len(s["document_sets"]))
+    rd = RunDir(copy_run(src.path, tmp_path))
+    _set_debug(rd, unit_delay_s=1.0)
+    proc = subprocess.Popen([sys.executable, "-m", "lcr.generate", str(rd.path), "--shard",
+                             str(spec["index"])], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ))
+    path = rd.generate_file(spec["index"])
+    deadline = time.time() + 240
+    while time.time() < deadline and len(read_jsonl(path).records) < 2:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = read_jsonl(path).records
+    assert 2 <= len(before) < len(spec["units"]), "kill landed outside the shard's run"
+    assert not rd.generate_done(spec["index"]).exists()
+    _set_debug(rd, unit_delay_s=0.0)
+    run_shard(rd.path, spec["index"], engine_factory=_factory(engine))
+    after = read_jsonl(path).records
+    keys = [r["key"] for r in after]
+    assert sorted(keys) == sorted(u["key"] for u in spec["units"])
+    assert Counter(keys).most_common(1)[0][1] == 1
+    assert after[:len(before)] == before  # what was written stays, byte for byte
+
+
+def test_two_replicas_split_a_shard_exactly(planned_demo, tmp_path):
+    _, src, plan, _ = planned_demo
+    spec = max(plan["shards"], key=lambda s: len(s["document_sets"]))
+    rd = RunDir(copy_run(src.path, tmp_path))
+    info = run_shard(rd.path, spec["index"], parts=2)
+    parts = [rd.generate_file(spec["index"], p) for p in (0, 1)]
+    assert all(p.exists() for p in parts)
+    per_part = [{r["key"] for r in read_jsonl(p).records} for p in parts]
+    assert per_part[0] and per_part[1] and not per_part[0] & per_part[1]
+    assert per_part[0] | per_part[1] == {u["key"] for u in spec["units"]}
+    sets = [{r["document_set_id"] for r in read_jsonl(p).records} for p in parts]
+    assert not sets[0] & sets[1]  # whole document sets per replica
+    assert info["records"] == len(spec["units"]) and rd.generate_done(spec["index"]).exists()
