@@ -84,7 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--policies", default="document_set,round_robin,contiguous,random,no_reuse",
                     help="sharding policies to measure, comma-separated")
     sp.add_argument("--shards", type=int, default=4, help="shards per policy")
-    sp.add_argument("--run-dir", default=None, help="use the prepared questions of this run")
+    sp.add_argument("--run-dir", default=None,
+                    help="take question and set lengths from this prepared run instead")
+    sp.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE;...",
+                    help="an engine variant to measure (repeatable), e.g. "
+                         "\"max_num_batched_tokens=32768\" or \"kv_cache_dtype='fp8'\"")
+    sp.add_argument("--out", default=None, help="work folder (default /tmp/lcr-bench)")
     sp.add_argument("--json", default=None, help="also write the results to this JSON file")
 
     sp = cmd("demo", "the whole pipeline on the bundled sample data with a tiny local model",

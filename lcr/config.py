@@ -59,6 +59,7 @@ class SamplingSection:
     top_p: float = 1.0  # nucleus sampling mass
     top_k: int = -1  # -1 = off
     max_new_tokens: int = 2048  # output budget per unit
+    ignore_eos: bool = False  # always generate max_new_tokens (benchmarks only)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class EngineSection:
     dtype: str = "auto"  # weights/activations dtype
     enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
     load_format: str = "auto"  # "dummy" for benchmarks with random weights
+    skip_tokenizer_init: bool = False  # token-id prompts only, no detokenising (benchmarks)
     seed: int = 0  # engine seed
     batch_sets: int = 1  # document sets fed to the engine at once
 
@@ -127,7 +129,7 @@ class JudgeSection:
     shards: int = 1  # judge array size
     tensor_parallel_size: int = 8  # vllm backend
     max_model_len: int = 16384  # vllm backend: judge prompts are short
-    kv_cache_memory_bytes: int = 0  # vllm backend; 0 = from engine.gpu_memory_utilization
+    kv_cache_memory_bytes: int = 0  # vllm backend; 0 = the [engine] setting
     max_new_tokens: int = 256  # judge output budget
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend endpoint
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key; never stored

@@ -48,6 +48,8 @@ def engine_kwargs(model: str, e: EngineSection, **overrides) -> dict:
         load_format=e.load_format,
         seed=e.seed,
     )
+    if e.skip_tokenizer_init:
+        kwargs["skip_tokenizer_init"] = True
     if not e.enable_chunked_prefill:
         # Without chunking a whole prompt must fit one engine step.
         kwargs["max_num_batched_tokens"] = max(e.max_num_batched_tokens, e.max_model_len)
@@ -71,8 +73,7 @@ class Engine:
         self.llm = LLM(**self.kwargs)
         self.max_model_len = self.kwargs["max_model_len"]
 
-    @staticmethod
-    def params(sampling, seed: int | None = None, max_tokens: int | None = None):
+    def params(self, sampling, seed: int | None = None, max_tokens: int | None = None):
         """vLLM SamplingParams from a [sampling]-like object (temperature, top_p, top_k, ...)."""
         from vllm import SamplingParams
 
@@ -83,6 +84,8 @@ class Engine:
             top_k=sampling.top_k if sampling.top_k > 0 else -1,
             max_tokens=max_tokens or sampling.max_new_tokens,
             seed=seed,
+            ignore_eos=getattr(sampling, "ignore_eos", False),
+            detokenize=not self.kwargs.get("skip_tokenizer_init", False),
         )
 
     def generate(self, prompts: list[list[int]], params: list) -> list[Completion]:

@@ -132,7 +132,7 @@ def _record(u: dict, q: dict, cfg: Config, shard: int, part, run_hash: str, **fi
 def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
               out: Path, engine_factory=None) -> dict:
     """Generate `units` into `out` (resuming), return the summary for the done marker."""
-    run_hash = cfg.generation_hash()
+    run_hash = run_dir.run_hash()
     qinfo = {q["question_id"]: q for q in load_prepared(run_dir)}
     label = f"shard {shard}" + (f" part {part}" if part is not None else "")
     with ShardWriter(out) as writer:
@@ -163,10 +163,8 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
             batch = [u for s in sets[i:i + step] for u in by_set[s]]
             if engine is None:
                 engine = (engine_factory or _default_engine)(cfg)
-            from lcr.engine import Engine
-
             prompts = [load_prompt_ids(run_dir, qinfo[u["question_id"]]) for u in batch]
-            params = [Engine.params(cfg.sampling, seed=u["seed"] * 1000 + u["sample"])
+            params = [engine.params(cfg.sampling, seed=u["seed"] * 1000 + u["sample"])
                       for u in batch]
             t0 = time.time()
             outs = engine.generate(prompts, params)

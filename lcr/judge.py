@@ -1,0 +1,781 @@
+"""Judge stage: grade every merged answer CORRECT / INCORRECT / INVALID, in resumable shards.
+
+    python -m lcr.judge shards/demo --shard 0          # one judge shard (a Slurm array task)
+    python -m lcr.judge shards/demo --finalize         # verdicts.jsonl once every shard is done
+    python -m lcr.judge shards/demo --out qwen --set judge.model=Qwen/Qwen3-8B   # re-judge
+
+Units are split between `judge.shards` shards round-robin by position in merged.jsonl
+(unit i goes to shard i % shards): merged.jsonl is in plan order, grouped by document set,
+so round-robin spreads long and short answers evenly. A shard appends one verdict per unit
+to judge[-OUT]/shard-K.jsonl, skips keys already judged on a restart, and writes
+shard-K.done last. A failed or empty generation is INCORRECT without asking the judge.
+
+Backends: `vllm` (offline engine), `openai` (any OpenAI-compatible endpoint, stdlib HTTP,
+retries with backoff, Retry-After honoured) and `exact` (offline criteria match). Verdicts
+are cached in RUN_DIR/judge-cache.jsonl by (key, response sha256, official-answer sha256,
+judge model, prompt, backend), so re-judging unchanged answers costs nothing. Endpoint
+failures are never cached: the unit is INVALID with a reason, and a batch in which every
+request failed (the endpoint is down) stops the shard with an error instead.
+
+The judge settings of an output folder are kept in judge[-OUT]/settings.json; a later call
+that changes the judge's identity (backend, model, prompt, shards) for that folder is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+import unicodedata
+import urllib.error
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from lcr.config import Config, ConfigError, _apply, parse_override, validate
+from lcr.io import (
+    ShardWriter,
+    atomic_write_json,
+    atomic_write_jsonl,
+    read_done,
+    read_jsonl,
+    sha256_file,
+    sha256_text,
+    write_done,
+)
+from lcr.prepare import load_prepared
+from lcr.prompts import judge_messages, protocol_for_revision
+from lcr.rundir import RunDir
+
+IDENTITY = ("backend", "model", "prompt", "shards")  # judge keys fixed per output folder
+OVERRIDABLE = ("judge", "engine")  # sections `--set` may change on an existing run
+CHUNK = 256  # units judged between two appends to the shard file
+_SAFE_OUT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class JudgeError(RuntimeError):
+    """A judge stage that cannot go on, with the reason and the fix."""
+
+
+class EndpointError(JudgeError):
+    """The judge endpoint failed every request of a batch: down, wrong URL, model or key."""
+
+
+# ----------------------------------------------------------------------------- verdict parsing
+
+_THINK = re.compile(r"<(think|thinking|reasoning)>.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</(?:think|thinking|reasoning)\s*>", re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>", re.IGNORECASE)
+_MARKDOWN = re.compile(r"[*_`#>~]+")
+_PHRASE = r"not\s+incorrect|not\s+correct|incorrect|correct"
+_LABEL = re.compile(
+    rf"\b(?:final\s+)?(?:verdict|judge?ment|assessment|grade)\b[\s:=\-\"'(\[]*"
+    rf"(?:is\b[\s:\-\"'(\[]*)?({_PHRASE})\b",
+    re.IGNORECASE,
+)
+_LEADING = re.compile(rf"^({_PHRASE})(?:\s*[.!:;,\-–—)]|$)", re.IGNORECASE)  # "Incorrect. The ..."
+_UPPER = re.compile(r"\b(NOT\s+INCORRECT|NOT\s+CORRECT|INCORRECT|CORRECT)\b")
+_JSON_KEYS = ("verdict", "judgment", "judgement", "grade")
+
+
+def _word(phrase: str) -> str:
+    """A verdict phrase -> CORRECT / INCORRECT, anything else (e.g. NOT INCORRECT) AMBIGUOUS."""
+    norm = " ".join(_MARKDOWN.sub("", phrase).strip().strip(".!\"' ").upper().split())
+    return {"CORRECT": "CORRECT", "INCORRECT": "INCORRECT", "NOT CORRECT": "INCORRECT"}.get(
+        norm, "AMBIGUOUS")
+
+
+def strip_reasoning(text: str) -> str:
+    """The text outside <think>...</think> blocks (an unclosed block runs to the end)."""
+    text = _THINK.sub("\n", text)
+    closes = list(_THINK_CLOSE.finditer(text))
+    if closes:  # the opening tag was in the chat template
+        text = text[closes[-1].end():]
+    opened = _THINK_OPEN.search(text)
+    return text[:opened.start()] if opened else text
+
+
+def _json_verdicts(obj) -> list[str]:
+    out = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and k.strip().lower() in _JSON_KEYS:
+                out.append(_word(v) if isinstance(v, str) else "AMBIGUOUS")
+            elif isinstance(v, (dict, list)):
+                out += _json_verdicts(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out += _json_verdicts(v)
+    return out
+
+
+def _json_claims(text: str) -> tuple[list[str], str]:
+    """Verdicts of the JSON objects in `text` that have a verdict key, and the text without them."""
+    decoder = json.JSONDecoder()
+    claims, rest, last = [], [], 0
+    pos = text.find("{")
+    while pos != -1:
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except ValueError:
+            pos = text.find("{", pos + 1)
+            continue
+        found = _json_verdicts(obj)
+        if found:
+            claims += found
+            rest.append(text[last:pos])
+            last = end
+        pos = text.find("{", end)
+    rest.append(text[last:])
+    return claims, "\n".join(rest)
+
+
+def _line_claims(plain: str) -> list[str]:
+    """Labelled verdicts ("Verdict: X") and lines that are, or start with, a verdict."""
+    claims = [_word(m.group(1)) for m in _LABEL.finditer(plain)]
+    for line in plain.splitlines():
+        m = _LEADING.match(line.strip().strip("\"'()[]{}").strip())
+        if m:
+            claims.append(_word(m.group(1)))
+    return claims
+
+
+def parse_verdict(text: str) -> str:
+    """A judge's reply -> "CORRECT" | "INCORRECT" | "INVALID"; ambiguous replies are INVALID.
+
+    Reasoning blocks are ignored. Claims are JSON verdicts, labelled verdicts, and lines that
+    are (or start with) a verdict word; only without any of these do upper-case CORRECT /
+    INCORRECT in prose count. All claims must agree; lower-case prose alone never counts
+    ("is not entirely correct" must not read as CORRECT).
+    """
+    if not isinstance(text, str):
+        return "INVALID"
+    claims, rest = _json_claims(strip_reasoning(text))
+    plain = _MARKDOWN.sub("", rest)
+    claims += _line_claims(plain)
+    if not claims:
+        claims = [_word(m) for m in _UPPER.findall(plain)]
+    found = set(claims)
+    if len(found) == 1 and "AMBIGUOUS" not in found:
+        return found.pop()
+    return "INVALID"
+
+
+# ----------------------------------------------------------------------------- exact matching
+
+_NUMBER = re.compile(
+    r"(?P<neg>(?<![^\s(\[])[-−])?(?P<cur>[$€£¥])?\s?(?<![\w.,])"
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\d,]\d)"
+    r"(?P<suf>\s*(?:%|percent\b|per\s*cent\b|percentage\s+points?\b|pp\b|thousand\b|"
+    r"million\b|billion\b|trillion\b|mn\b|bn\b|tn\b)|(?:k|m|b)\b)?",
+    re.IGNORECASE,
+)
+_SCALE = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "million": 1e6, "b": 1e9,
+          "bn": 1e9, "billion": 1e9, "tn": 1e12, "trillion": 1e12}
+_STOP = {"the", "and", "for", "with", "per", "cent", "percent", "percentage", "point", "points",
+         "usd", "eur", "gbp", "dollar", "dollars", "approximately", "about", "around", "roughly"}
+
+
+@dataclass
+class Number:
+    mantissa: float  # the number as written, sign included, scale word not applied
+    scale: float  # 1, 1e3, 1e6, ...
+    decimals: int  # digits after the decimal point as written
+    percent: bool
+
+    @property
+    def value(self) -> float:
+        return self.mantissa * self.scale
+
+
+def numbers(text: str) -> list[Number]:
+    """Numbers in text: thousands separators, currency symbols, %, scale words understood."""
+    out = []
+    for m in _NUMBER.finditer(unicodedata.normalize("NFKC", text)):
+        raw = m.group("num").replace(",", "")
+        suf = " ".join((m.group("suf") or "").lower().split())
+        sign = -1.0 if m.group("neg") else 1.0
+        out.append(Number(
+            mantissa=sign * float(raw),
+            scale=_SCALE.get(suf, 1.0),
+            decimals=len(raw.split(".")[1]) if "." in raw else 0,
+            percent=suf.startswith(("%", "percent", "per", "pp")),
+        ))
+    return out
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def number_matches(want: Number, got: Number) -> bool:
+    """Same value (67.5% = 0.675), or `got` rounds to `want` at its written precision."""
+    wants = {want.value} | ({want.value / 100} if want.percent else set())
+    gots = {got.value} | ({got.value / 100} if got.percent else set())
+    if any(_close(a, b) for a in wants for b in gots):
+        return True
+    if want.decimals or want.scale > 1:  # "1.2 million" vs 1,234,567; not "12" vs 12.4
+        return _close(round(got.value / want.scale, want.decimals), want.mantissa)
+    return False
+
+
+_TOKEN = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|[^\W\d_]+")
+
+
+def _norm(text: str) -> str:
+    """Lower-case words and whole numbers ("12.4" stays one token, "1,234" becomes 1234)."""
+    tokens = _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+    return " ".join(t.replace(",", "") for t in tokens)
+
+
+def criterion_found(criterion: str, response: str) -> bool:
+    """The criterion's text in the response, or all its numbers and content words."""
+    resp = _norm(response)
+    if f" {_norm(criterion)} " in f" {resp} ":
+        return True
+    want = numbers(criterion)
+    if not want:
+        return False
+    got = numbers(response)
+    if not all(any(number_matches(w, g) for g in got) for w in want):
+        return False
+    words = {w for w in _norm(_NUMBER.sub(" ", criterion)).split()
+             if len(w) > 2 and w.isalpha() and w not in _STOP}
+    return words <= set(resp.split())
+
+
+def exact_verdict(official: str, response: str) -> tuple[str, str]:
+    """(verdict, explanation): CORRECT when every `;`-separated criterion is found."""
+    criteria = [c.strip() for c in official.split(";") if c.strip()]
+    if not criteria:
+        return "INVALID", "the official answer has no criteria"
+    missing = [c for c in criteria if not criterion_found(c, response)]
+    if missing:
+        return "INCORRECT", f"{len(missing)}/{len(criteria)} criteria not found: " + " | ".join(
+            missing)
+    return "CORRECT", f"all {len(criteria)} criteria found"
+
+
+# ----------------------------------------------------------------------------- backends
+
+@dataclass
+class Item:
+    key: str
+    messages: list[dict]  # the judge prompt
+    official: str
+    candidate: str
+
+
+@dataclass
+class Judged:
+    raw: str = ""  # the judge's output text
+    verdict: str | None = None  # set by backends that decide without a text reply (exact)
+    error: str | None = None  # the judge gave no answer; never cached
+    fatal: bool = False  # the error says the endpoint is unusable, not this one request
+
+
+def judge_model_name(cfg: Config) -> str:
+    return "exact" if cfg.judge.backend == "exact" else cfg.judge.model
+
+
+class ExactBackend:
+    def __init__(self, cfg: Config):
+        self.model = judge_model_name(cfg)
+
+    def judge(self, items: list[Item]) -> list[Judged]:
+        out = []
+        for it in items:
+            verdict, raw = exact_verdict(it.official, it.candidate)
+            out.append(Judged(raw=raw, verdict=verdict))
+        return out
+
+
+class VllmBackend:
+    """The judge model in an offline vLLM engine; [judge] sizes override [engine]."""
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.model, self.engine = cfg, cfg.judge.model, None
+
+    def judge(self, items: list[Item]) -> list[Judged]:
+        from lcr.engine import Engine
+
+        j = self.cfg.judge
+        if self.engine is None:  # started on first use: a fully cached shard needs no GPU
+            self.engine = Engine(
+                j.model, self.cfg.engine, tensor_parallel_size=j.tensor_parallel_size,
+                max_model_len=j.max_model_len,
+                kv_cache_memory_bytes=j.kv_cache_memory_bytes
+                or self.cfg.engine.kv_cache_memory_bytes,
+            )
+        greedy = SimpleNamespace(temperature=0.0, top_p=1.0, top_k=-1,
+                                 max_new_tokens=j.max_new_tokens)
+        params = self.engine.params(greedy, seed=0)
+        outs = self.engine.chat([it.messages for it in items], [params] * len(items))
+        return [Judged(raw=c.text, error=f"judge engine: {c.error}" if c.error else None)
+                for c in outs]
+
+
+class _RequestFailed(Exception):
+    def __init__(self, message: str, fatal: bool):
+        super().__init__(message)
+        self.fatal = fatal
+
+
+class OpenAIBackend:
+    """POST {base_url}/chat/completions, `concurrency` requests in flight, stdlib only.
+
+    Connection errors, timeouts, 429 and 5xx are retried `max_retries` times with exponential
+    backoff (Retry-After wins when sent). The API key is read from the environment at start,
+    sent only in the Authorization header, and cut out of every message.
+    """
+
+    def __init__(self, cfg: Config):
+        self.j = cfg.judge
+        self.model = cfg.judge.model
+        self.url = cfg.judge.base_url.rstrip("/") + "/chat/completions"
+        self._key = os.environ.get(self.j.api_key_env, "") if self.j.api_key_env else ""
+        if self.j.api_key_env and not self._key:
+            print(f"[judge] ${self.j.api_key_env} is not set: sending no Authorization header",
+                  file=sys.stderr, flush=True)
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def judge(self, items: list[Item]) -> list[Judged]:
+        with ThreadPoolExecutor(max_workers=max(1, self.j.concurrency)) as pool:
+            return list(pool.map(self._one, items))
+
+    def _one(self, item: Item) -> Judged:
+        try:
+            return Judged(raw=self._request(item.messages))
+        except _RequestFailed as e:
+            return Judged(error=self.redact(f"POST {self.url}: {e}"), fatal=e.fatal)
+
+    def _request(self, messages: list[dict]) -> str:
+        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
+                           "max_tokens": self.j.max_new_tokens}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        last = ""
+        for attempt in range(self.j.max_retries + 1):
+            wait = self.j.backoff_s * 2 ** attempt
+            try:
+                request = urllib.request.Request(self.url, data=body, headers=headers)
+                with urllib.request.urlopen(request, timeout=self.j.timeout_s) as resp:
+                    reply = json.loads(resp.read().decode("utf-8"))
+                return reply["choices"][0]["message"].get("content") or ""
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code} {e.reason}: {_error_body(e)}"
+                if e.code != 429 and e.code < 500:  # the request itself is wrong: no retry
+                    raise _RequestFailed(last, fatal=e.code in (401, 403, 404)) from None
+                wait = _retry_after(e.headers.get("Retry-After"), wait)
+            except (OSError, urllib.error.URLError) as e:  # refused, reset, timed out
+                last = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+                raise _RequestFailed(f"unreadable reply ({type(e).__name__}: {e})",
+                                     fatal=False) from None
+            if attempt < self.j.max_retries:
+                time.sleep(wait)
+        raise _RequestFailed(f"{last} (gave up after {self.j.max_retries + 1} attempts)",
+                             fatal=True)
+
+
+def _error_body(e: urllib.error.HTTPError) -> str:
+    try:
+        return e.read(300).decode("utf-8", "replace").strip() or "(empty body)"
+    except (OSError, ValueError):  # a broken error body must not hide the status code
+        return "(unreadable body)"
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    """Seconds from a Retry-After header (seconds or an HTTP date), capped at 10 minutes."""
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return default
+    return min(max(seconds, 0.0), 600.0)
+
+
+BACKENDS = {"exact": ExactBackend, "vllm": VllmBackend, "openai": OpenAIBackend}
+
+
+def make_backend(cfg: Config):
+    return BACKENDS[cfg.judge.backend](cfg)
+
+
+# ----------------------------------------------------------------------------- settings
+
+def check_protocol(cfg: Config) -> None:
+    """The judge prompt must match the dataset revision (v1.1 changed answer keys too)."""
+    if cfg.data.source != "hf" or cfg.judge.force:
+        return
+    want = protocol_for_revision(cfg.data.revision)
+    if cfg.judge.prompt != want:
+        raise ConfigError(
+            f"judge.prompt = {cfg.judge.prompt!r} does not match data.revision = "
+            f"{cfg.data.revision!r}, which goes with judge.prompt = {want!r}. Set judge.prompt "
+            f"= {want!r}, or judge.force = true to judge with the other protocol on purpose."
+        )
+
+
+def settings_file(rd: RunDir, out: str) -> Path:
+    return rd.judge_dir(out) / "settings.json"
+
+
+def judge_config(rd: RunDir, overrides=(), out: str = "") -> Config:
+    """The run's config, then the output folder's saved [judge], then `--set` overrides."""
+    if out and not _SAFE_OUT.match(out):
+        raise ConfigError(f"--out {out!r} is not a safe name (letters, digits, '.', '_', '-')")
+    cfg, _ = rd.load_config()
+    saved = read_done(settings_file(rd, out))
+    if saved:
+        _apply(cfg, {"judge": saved["judge"]}, str(settings_file(rd, out)))
+    for text in overrides:
+        data = parse_override(text)
+        if next(iter(data)) not in OVERRIDABLE:
+            raise ConfigError(
+                f"--set {text}: only judge.* and engine.* can be changed when judging an "
+                f"existing run; the rest is fixed by {rd.config_file}"
+            )
+        _apply(cfg, data, f"--set {text}")
+    validate(cfg)
+    for key in IDENTITY if saved else ():
+        if saved["judge"].get(key) != getattr(cfg.judge, key):
+            raise ConfigError(
+                f"{rd.judge_dir(out)} was judged with judge.{key} = {saved['judge'].get(key)!r}; "
+                f"judge.{key} = {getattr(cfg.judge, key)!r} would mix two judges in one folder. "
+                "Use another --out NAME for the new judge."
+            )
+    check_protocol(cfg)
+    return cfg
+
+
+def identity(cfg: Config) -> dict:
+    return {"judge_model": judge_model_name(cfg), "judge_prompt": cfg.judge.prompt,
+            "judge_backend": cfg.judge.backend}
+
+
+# ----------------------------------------------------------------------------- cache
+
+def response_sha(unit: dict) -> str:
+    return sha256_text(unit.get("response") or "")
+
+
+class VerdictCache:
+    """Append-only judge-cache.jsonl shared by every shard and output folder (flock'd appends)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries = {r["cache_key"]: r for r in read_jsonl(path).records if "cache_key" in r}
+
+    @staticmethod
+    def key(unit: dict, official: str, ident: dict) -> str:
+        parts = [unit["key"], response_sha(unit), sha256_text(official), ident["judge_model"],
+                 ident["judge_prompt"], ident["judge_backend"]]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+    def get(self, cache_key: str) -> dict | None:
+        return self.entries.get(cache_key)
+
+    def add(self, entries: list[dict]) -> None:
+        if not entries:
+            return
+        data = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # torn tail of a killed writer
+                data = b"\n" + data
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # releases the lock
+        self.entries.update((e["cache_key"], e) for e in entries)
+
+
+# ----------------------------------------------------------------------------- shards
+
+def load_merged(rd: RunDir) -> list[dict]:
+    """merged.jsonl, only if merged.done vouches for exactly this file."""
+    done = read_done(rd.merged_done)
+    if done is None:
+        raise JudgeError(
+            f"{rd.merged_done}: missing, so the merge is not complete; run `lcr merge "
+            f"{rd.path}` (it lists the missing units) and finish generation before judging"
+        )
+    if not rd.merged_file.exists() or sha256_file(rd.merged_file) != done.get("sha256"):
+        raise JudgeError(f"{rd.merged_file} does not match {rd.merged_done} (sha256 differs); "
+                         f"run `lcr merge {rd.path}` again")
+    return read_jsonl(rd.merged_file).records
+
+
+def shard_units(merged: list[dict], shard: int, shards: int) -> list[dict]:
+    """Round-robin by position in merged.jsonl: unit i goes to shard i % shards."""
+    return merged[shard::shards]
+
+
+def units_sha(units: list[dict]) -> str:
+    lines = sorted(f"{u['key']}\t{response_sha(u)}" for u in units)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def judged(path: Path, units: list[dict], ident: dict) -> dict[str, dict]:
+    """Verdicts in a shard file for these units' current responses from this judge, by key;
+    an answer from the judge beats an earlier endpoint error."""
+    want = {u["key"]: response_sha(u) for u in units}
+    have: dict[str, dict] = {}
+    for rec in read_jsonl(path).records:
+        key = rec.get("key")
+        if want.get(key) != rec.get("response_sha256") or key is None:
+            continue
+        if any(rec.get(k) != v for k, v in ident.items()):
+            continue
+        if key not in have or have[key].get("judge_error"):
+            have[key] = rec
+    return have
+
+
+def _shard_done(rd: RunDir, shard: int, out: str, units: list[dict], ident: dict) -> dict | None:
+    info = read_done(rd.judge_done(shard, out))
+    if info and info.get("units_sha256") == units_sha(units) and all(
+            info.get(k) == v for k, v in ident.items()):
+        return info
+    return None
+
+
+def _record(unit: dict, ident: dict, shard: int, verdict: str, raw: str, **extra) -> dict:
+    rec = {
+        "key": unit["key"],
+        "question_id": unit["question_id"],
+        "seed": unit["seed"],
+        "sample": unit["sample"],
+        "document_set_id": unit["document_set_id"],
+        "document_category": unit.get("document_category"),
+        "status": unit["status"],
+        "prompt_tokens": unit.get("prompt_tokens"),
+        "verdict": verdict,
+        **ident,
+        "raw": raw,
+        "response_sha256": response_sha(unit),
+        "shard": shard,
+        "time": round(time.time(), 3),
+    }
+    rec.update({k: v for k, v in extra.items() if v is not None})
+    return rec
+
+
+def _no_judge_reason(unit: dict) -> str | None:
+    if unit["status"] != "ok":
+        return f"generation {unit['status']}: {unit.get('error') or 'no reason recorded'}"
+    if not (unit.get("response") or "").strip():
+        return "empty response"
+    return None
+
+
+def _from_judge(unit, ident, shard, result: Judged, ckey: str) -> tuple[dict, dict | None]:
+    """The verdict record of one judge result, and its cache entry (None for errors)."""
+    if result.error:
+        return _record(unit, ident, shard, "INVALID", result.raw, reason=result.error,
+                       judge_error=True), None
+    verdict = result.verdict or parse_verdict(result.raw)
+    reason = "judge reply names neither CORRECT nor INCORRECT unambiguously" if (
+        verdict == "INVALID" and result.verdict is None) else None
+    entry = {"cache_key": ckey, "key": unit["key"], **ident, "verdict": verdict,
+             "raw": result.raw, "reason": reason, "response_sha256": response_sha(unit),
+             "time": round(time.time(), 3)}
+    return _record(unit, ident, shard, verdict, result.raw, reason=reason), entry
+
+
+def _chunks(items: list, backend_name: str, concurrency: int) -> list[list]:
+    """A first chunk of one request probes an endpoint before many go out at once."""
+    if backend_name != "openai" or not items:
+        return [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+    size = max(1, concurrency) * 4
+    return [items[:1]] + [items[i:i + size] for i in range(1, len(items), size)]
+
+
+def judge_shard(run_dir: str | Path, shard: int, out: str = "", overrides=(), backend=None,
+                retry_errors: bool = False) -> dict:
+    """Judge one shard of merged.jsonl into judge[-OUT]/shard-K.jsonl; return the done info."""
+    rd = RunDir(run_dir)
+    cfg = judge_config(rd, overrides, out)
+    if not 0 <= shard < cfg.judge.shards:
+        raise JudgeError(f"judge shard {shard} out of range: judge.shards = {cfg.judge.shards}")
+    units = shard_units(load_merged(rd), shard, cfg.judge.shards)
+    ident, label = identity(cfg), f"judge{'-' + out if out else ''} shard {shard}"
+    info = _shard_done(rd, shard, out, units, ident)
+    if info and not (retry_errors and info.get("n_judge_errors")):
+        print(f"[{label}] already done ({info['records']} verdicts)", file=sys.stderr)
+        return info
+    if not settings_file(rd, out).exists():
+        atomic_write_json(settings_file(rd, out), {"judge": vars(cfg.judge)})
+    questions = {q["question_id"]: q for q in load_prepared(rd)}
+    unknown = sorted({u["question_id"] for u in units} - set(questions))
+    if unknown:
+        raise JudgeError(f"{rd.questions_file} lacks questions {unknown[:5]} of merged.jsonl")
+    path, t0, stats = rd.judge_file(shard, out), time.time(), Counter()
+    cache = VerdictCache(rd.path / "judge-cache.jsonl")
+    with ShardWriter(path) as writer:
+        have = judged(path, units, ident)
+        pending = [u for u in units if u["key"] not in have or have[u["key"]].get("judge_error")]
+        direct, ask = [], []
+        for u in pending:
+            official = questions[u["question_id"]]["answer"]
+            reason, hit = _no_judge_reason(u), None
+            if reason is None:
+                hit = cache.get(VerdictCache.key(u, official, ident))
+            if reason:
+                direct.append(_record(u, ident, shard, "INCORRECT", "", reason=reason))
+            elif hit:
+                direct.append(_record(u, ident, shard, hit["verdict"], hit["raw"],
+                                      reason=hit.get("reason"), cached=True))
+            else:
+                ask.append(u)
+        writer.append_many(direct)
+        stats.update(no_judge=sum("cached" not in r for r in direct),
+                     cached=sum("cached" in r for r in direct))
+        print(f"[{label}] {len(units)} units: {len(units) - len(pending)} already judged, "
+              f"{stats['cached']} from cache, {stats['no_judge']} failed generations, "
+              f"{len(ask)} to ask {ident['judge_model']}", file=sys.stderr, flush=True)
+        if ask:
+            backend = backend or make_backend(cfg)
+        for chunk in _chunks(ask, cfg.judge.backend, cfg.judge.concurrency):
+            _judge_chunk(backend, cfg, chunk, questions, ident, shard, writer, cache, stats)
+            print(f"[{label}] asked {stats['asked']}/{len(ask)}; {stats['errors']} endpoint "
+                  f"errors", file=sys.stderr, flush=True)
+        final = judged(path, units, ident)
+        missing = [u["key"] for u in units if u["key"] not in final]
+        if missing:
+            raise JudgeError(f"[{label}] units without a verdict after the run: {missing[:5]}")
+        mine = [final[u["key"]] for u in units]
+        counts = Counter(r["verdict"] for r in mine)
+        info = {
+            "records": len(mine), "sha256": sha256_file(path), "units_sha256": units_sha(units),
+            **ident, "shard": shard, "shards": cfg.judge.shards,
+            "n_correct": counts["CORRECT"], "n_incorrect": counts["INCORRECT"],
+            "n_invalid": counts["INVALID"],
+            "n_judge_errors": sum(bool(r.get("judge_error")) for r in mine),
+            "n_asked": stats["asked"], "n_cached": stats["cached"],
+            "elapsed_s": round(time.time() - t0, 3), "file": path.name,
+        }
+        write_done(rd.judge_done(shard, out), info)
+    return info
+
+
+def _judge_chunk(backend, cfg, chunk, questions, ident, shard, writer, cache, stats) -> None:
+    items = []
+    for u in chunk:
+        q = questions[u["question_id"]]
+        items.append(Item(u["key"], judge_messages(cfg.judge.prompt, q["question"], q["answer"],
+                                                   u["response"]), q["answer"], u["response"]))
+    results = backend.judge(items)
+    if len(results) != len(items):
+        raise JudgeError(f"judge backend returned {len(results)} results for {len(items)}")
+    if all(r.error and r.fatal for r in results):
+        raise EndpointError(
+            f"the judge failed all {len(items)} request(s) of a batch; last error: "
+            f"{results[-1].error}. Check judge.base_url, judge.model and the key in "
+            f"${cfg.judge.api_key_env}. Nothing was written for these units; run again "
+            "to resume."
+        )
+    records, entries = [], []
+    for u, it, r in zip(chunk, items, results):
+        rec, entry = _from_judge(u, ident, shard, r, VerdictCache.key(u, it.official, ident))
+        records.append(rec)
+        if entry:
+            entries.append(entry)
+    writer.append_many(records)
+    cache.add(entries)
+    stats.update(asked=len(items), errors=sum(bool(r.error) for r in results))
+
+
+def finalize_verdicts(run_dir: str | Path, out: str = "", overrides=()) -> dict:
+    """verdicts[-OUT].jsonl with every merged unit exactly once, in merged order."""
+    rd = RunDir(run_dir)
+    cfg = judge_config(rd, overrides, out)
+    merged, ident, shards = load_merged(rd), identity(cfg), cfg.judge.shards
+    parts = [shard_units(merged, k, shards) for k in range(shards)]
+    not_done = [k for k in range(shards) if not _shard_done(rd, k, out, parts[k], ident)]
+    if not_done:
+        flag = f" --out {out}" if out else ""
+        raise JudgeError(
+            f"{rd.judge_dir(out)}: judge shards not done: {not_done} of {shards}; run "
+            f"`lcr judge {rd.path} --shard K{flag}` for each (or `lcr rerun {rd.path}`)"
+        )
+    by_key = {}
+    for k in range(shards):
+        by_key.update(judged(rd.judge_file(k, out), parts[k], ident))
+    records = [by_key.get(u["key"]) for u in merged]
+    missing = [u["key"] for u, r in zip(merged, records) if r is None]
+    if missing or len(by_key) != len(merged):
+        raise JudgeError(f"verdicts missing for {len(missing)} unit(s): {missing[:5]}")
+    atomic_write_jsonl(rd.verdicts_file(out), records)
+    counts = Counter(r["verdict"] for r in records)
+    return {"verdicts": str(rd.verdicts_file(out)), "records": len(records), **ident,
+            "n_correct": counts["CORRECT"], "n_incorrect": counts["INCORRECT"],
+            "n_invalid": counts["INVALID"],
+            "n_judge_errors": sum(bool(r.get("judge_error")) for r in records)}
+
+
+def judge_run(run_dir: str | Path, out: str = "", overrides=(), backend=None,
+              retry_errors: bool = False) -> dict:
+    """Every judge shard here, one after the other (one backend), then finalize."""
+    cfg = judge_config(RunDir(run_dir), overrides, out)
+    backend = backend or make_backend(cfg)  # the vllm engine starts once, on first use
+    for k in range(cfg.judge.shards):
+        judge_shard(run_dir, k, out, overrides, backend, retry_errors)
+    return finalize_verdicts(run_dir, out, overrides)
+
+
+def run_judge_cli(run_dir, overrides, out: str = "", shard: int | None = None,
+                  finalize: bool = False, retry_errors: bool = False) -> int:
+    """`lcr judge`: one shard, the finalize step, or (neither) the whole stage locally."""
+    try:
+        if finalize:
+            info = finalize_verdicts(run_dir, out, overrides)
+        elif shard is not None:
+            info = judge_shard(run_dir, shard, out, overrides, retry_errors=retry_errors)
+        else:
+            info = judge_run(run_dir, out, overrides, retry_errors=retry_errors)
+    except (JudgeError, ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    print(json.dumps(info), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lcr.judge", description=__doc__.split("\n")[0])
+    p.add_argument("run_dir", help="run directory with a complete merge (merged.done)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--shard", type=int, default=None, help="judge one shard (array task)")
+    what.add_argument("--finalize", action="store_true",
+                      help="write verdicts[-OUT].jsonl once every judge shard is done")
+    p.add_argument("--out", default="", help="judge into judge-OUT/ and verdicts-OUT.jsonl")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="judge.KEY=VALUE", help="judge (or engine) setting, repeatable")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="ask the judge again for units that got an endpoint error")
+    args = p.parse_args(argv)
+    return run_judge_cli(args.run_dir, args.overrides, args.out, args.shard, args.finalize,
+                         args.retry_errors)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""Accuracy with honest confidence intervals: pure, seeded statistics on verdict units.
+
+    s = summarize(units, B=10_000, level=0.95, seed=0)   # units: verdict records as dicts
+    s["accuracy"], s["ci_low"], s["ci_high"]
+
+Questions that share a document set are correlated, so the interval is a percentile cluster
+bootstrap over document sets (Miller, "Adding Error Bars to Evals", arXiv:2411.00640), with the
+analytic clustered standard error beside it and the naive one for contrast. No file I/O here:
+every result is a function of the units and the seed.
+
+A unit is a dict with at least `question_id`, `document_set_id` and `verdict`; optional are
+`status` ("ok" when absent), `document_category`, `prompt_tokens`, `seed`, `sample` and `run`
+(the index of its run directory when several are pooled; 0 when absent). A replicate is one
+(run, seed) pair: per-seed breakdowns and the seed spread are over replicates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+VERDICTS = ("CORRECT", "INCORRECT", "INVALID")
+K = 1024  # "128K" is the 131,072-token context window, so buckets count in units of 1,024
+# (label, lowest prompt_tokens, first prompt_tokens beyond); None = no upper end.
+LENGTH_BUCKETS = (
+    ("<80K", 0, 80 * K),
+    ("80-100K", 80 * K, 100 * K),
+    ("100-110K", 100 * K, 110 * K),
+    ("110-128K", 110 * K, 128 * K),
+    ("128K+", 128 * K, None),
+)
+UNKNOWN_LENGTH = "unknown"
+CI_METHOD = "percentile cluster bootstrap over document sets"
+SPREAD_MEASURE = (
+    "per-question standard deviation (ddof=1) of per-seed scores, averaged over questions "
+    "with at least 2 seeds"
+)
+
+
+def unit_score(unit: dict) -> float:
+    """1 for a CORRECT verdict on a generated answer, 0 otherwise (INVALID and too_long too)."""
+    verdict = unit["verdict"]
+    if verdict not in VERDICTS:
+        where = unit.get("key", unit.get("question_id"))
+        raise ValueError(f"unit {where}: verdict {verdict!r}; expected one of {VERDICTS}")
+    return 1.0 if verdict == "CORRECT" and unit.get("status") in (None, "ok") else 0.0
+
+
+def replicate(unit: dict) -> tuple[int, int]:
+    return (int(unit.get("run", 0)), int(unit.get("seed", 0)))
+
+
+def question_scores(units) -> dict[str, float]:
+    """question_id -> mean score over all its seeds and samples, sorted by question id."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for u in units:
+        sums[u["question_id"]] += unit_score(u)
+        counts[u["question_id"]] += 1
+    return {q: sums[q] / counts[q] for q in sorted(sums)}
+
+
+def replicate_scores(units) -> dict[str, dict[tuple[int, int], float]]:
+    """question_id -> {(run, seed): mean score over that replicate's samples}."""
+    sums: dict = defaultdict(lambda: defaultdict(float))
+    counts: dict = defaultdict(lambda: defaultdict(int))
+    for u in units:
+        sums[u["question_id"]][replicate(u)] += unit_score(u)
+        counts[u["question_id"]][replicate(u)] += 1
+    return {
+        q: {r: sums[q][r] / counts[q][r] for r in sorted(sums[q])} for q in sorted(sums)
+    }
+
+
+@dataclass
+class QuestionTable:
+    """One row per question, sorted by id."""
+
+    ids: list[str]
+    scores: np.ndarray  # mean over seeds and samples
+    clusters: list[str]  # document set
+    categories: list[str]
+    prompt_tokens: list[int | None]  # the largest count seen among its units
+    n_units: np.ndarray
+
+
+def question_table(units) -> QuestionTable:
+    """Aggregate units per question; a question's set and category must agree across units."""
+    units = list(units)
+    scores = question_scores(units)
+    info: dict[str, dict] = {}
+    for u in units:
+        q = u["question_id"]
+        row = info.setdefault(
+            q, {"set": u["document_set_id"], "cat": u.get("document_category") or "(none)",
+                "tokens": None, "n": 0},
+        )
+        for field, value in (("set", u["document_set_id"]),
+                             ("cat", u.get("document_category") or "(none)")):
+            if value != row[field]:
+                what = "document set" if field == "set" else "category"
+                raise ValueError(
+                    f"question {q}: units disagree on its {what} ({row[field]!r} vs {value!r})"
+                )
+        tokens = u.get("prompt_tokens")
+        if tokens is not None:
+            row["tokens"] = max(tokens, row["tokens"] or 0)
+        row["n"] += 1
+    ids = list(scores)
+    return QuestionTable(
+        ids=ids,
+        scores=np.array([scores[q] for q in ids], dtype=float),
+        clusters=[info[q]["set"] for q in ids],
+        categories=[info[q]["cat"] for q in ids],
+        prompt_tokens=[info[q]["tokens"] for q in ids],
+        n_units=np.array([info[q]["n"] for q in ids], dtype=int),
+    )
+
+
+def length_bucket(tokens: int | None) -> str:
+    if tokens is None:
+        return UNKNOWN_LENGTH
+    for label, low, high in LENGTH_BUCKETS:
+        if tokens >= low and (high is None or tokens < high):
+            return label
+    raise ValueError(f"prompt_tokens {tokens} is negative")
+
+
+def _cluster_index(clusters) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct labels, each item's position among them)."""
+    labels, inverse = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+    return labels, inverse.ravel()
+
+
+def bootstrap_means(scores, clusters, B: int = 10_000, seed: int = 0) -> np.ndarray:
+    """B cluster-bootstrap means of `scores`.
+
+    Each resample draws the clusters (sorted by label) with replacement, as row b of
+    `np.random.default_rng(seed).integers(0, n_clusters, size=(B, n_clusters))`, and its mean
+    is the mean of the scores of all items in the drawn clusters, a cluster drawn twice
+    counting twice.
+    """
+    scores = np.asarray(scores, dtype=float)
+    if scores.size == 0:
+        raise ValueError("no scores to bootstrap")
+    labels, inverse = _cluster_index(clusters)
+    if inverse.size != scores.size:
+        raise ValueError(f"{scores.size} scores but {inverse.size} cluster labels")
+    sums = np.bincount(inverse, weights=scores, minlength=labels.size)
+    counts = np.bincount(inverse, minlength=labels.size).astype(float)
+    draws = np.random.default_rng(seed).integers(0, labels.size, size=(B, labels.size))
+    return sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+
+
+def percentile_interval(samples, level: float = 0.95) -> tuple[float, float]:
+    alpha = 1.0 - level
+    low, high = np.quantile(np.asarray(samples), [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def cluster_bootstrap(
+    scores, clusters, B: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, np.ndarray]:
+    """Percentile cluster-bootstrap interval of the mean: (low, high, the B resampled means)."""
+    samples = bootstrap_means(scores, clusters, B, seed)
+    low, high = percentile_interval(samples, level)
+    return low, high, samples
+
+
+def naive_se(scores) -> float:
+    """Standard error of the mean treating items as independent; nan below 2 items."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.size < 2:
+        return math.nan
+    return float(np.sqrt(scores.var(ddof=1) / scores.size))
+
+
+def clustered_se(scores, clusters) -> float:
+    """Miller (2024) eq. 4: the naive variance plus the within-cluster covariance terms.
+
+    SE^2 = SE_naive^2 + 1/n^2 * sum_c sum_{i != j in c} (s_i - mean)(s_j - mean).
+    nan below 2 clusters: one cluster says nothing about variation between clusters.
+    """
+    scores = np.asarray(scores, dtype=float)
+    labels, inverse = _cluster_index(clusters)
+    if labels.size < 2 or scores.size < 2:
+        return math.nan
+    dev = scores - scores.mean()
+    per_cluster = np.bincount(inverse, weights=dev, minlength=labels.size)
+    cross = (np.sum(per_cluster**2) - np.sum(dev**2)) / scores.size**2
+    return float(np.sqrt(naive_se(scores) ** 2 + cross))
+
+
+def normal_interval(mean: float, se: float, level: float = 0.95) -> tuple[float, float]:
+    """mean +- z * se, clipped to [0, 1] since scores are shares."""
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return max(0.0, mean - z * se), min(1.0, mean + z * se)
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def estimate(scores, clusters, B: int = 10_000, level: float = 0.95, seed: int = 0) -> dict:
+    """Mean, cluster-bootstrap interval, both standard errors, n and the number of clusters.
+
+    The interval is None below 2 clusters: resampling one cluster only ever returns it, and a
+    zero-width interval would claim a certainty the data cannot give.
+    """
+    scores = np.asarray(scores, dtype=float)
+    n_clusters = len(set(clusters))
+    low = high = None
+    if n_clusters >= 2:
+        low, high, _ = cluster_bootstrap(scores, clusters, B, level, seed)
+    return {
+        "accuracy": float(scores.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "n": int(scores.size),
+        "n_document_sets": n_clusters,
+        "se_clustered": _none_if_nan(clustered_se(scores, clusters)),
+        "se_naive": _none_if_nan(naive_se(scores)),
+    }
+
+
+def _breakdown(table: QuestionTable, labels: list[str], order, B, level, seed) -> dict:
+    out = {}
+    for name in order:
+        rows = [i for i, label in enumerate(labels) if label == name]
+        if rows:
+            out[name] = estimate(
+                table.scores[rows], [table.clusters[i] for i in rows], B, level, seed
+            )
+    return out
+
+
+def per_length_bucket(table: QuestionTable, B=10_000, level=0.95, seed=0) -> dict:
+    labels = [length_bucket(t) for t in table.prompt_tokens]
+    order = [b[0] for b in LENGTH_BUCKETS] + [UNKNOWN_LENGTH]
+    out = _breakdown(table, labels, order, B, level, seed)
+    bounds = {label: (low, high) for label, low, high in LENGTH_BUCKETS}
+    for name, row in out.items():
+        row["min_tokens"], row["max_tokens_excl"] = bounds.get(name, (None, None))
+    return out
+
+
+def per_seed(units, table: QuestionTable, B=10_000, level=0.95, seed=0) -> list[dict]:
+    """One entry per replicate (run, seed): accuracy over the questions it holds."""
+    reps = replicate_scores(units)
+    cluster_of = dict(zip(table.ids, table.clusters))
+    by_rep: dict = defaultdict(dict)
+    for q, per_rep in reps.items():
+        for r, score in per_rep.items():
+            by_rep[r][q] = score
+    out = []
+    for (run, s), scores in sorted(by_rep.items()):
+        qids = sorted(scores)
+        row = estimate([scores[q] for q in qids], [cluster_of[q] for q in qids], B, level, seed)
+        out.append({"run": run, "seed": s, **row})
+    return out
+
+
+def seed_spread(units, table: QuestionTable, B=10_000, level=0.95, seed=0) -> dict:
+    """Mean within-question standard deviation across seeds, with its interval.
+
+    Also the share of questions whose seeds disagree: how often a rerun flips the answer.
+    """
+    reps = replicate_scores(units)
+    cluster_of = dict(zip(table.ids, table.clusters))
+    qids = [q for q in sorted(reps) if len(reps[q]) >= 2]
+    empty = {"measure": SPREAD_MEASURE, "value": None, "ci_low": None, "ci_high": None,
+             "n": 0, "n_document_sets": 0, "share_unstable": None}
+    if not qids:
+        return empty
+    values = [np.array(list(reps[q].values())) for q in qids]
+    spread = np.array([v.std(ddof=1) for v in values])
+    row = estimate(spread, [cluster_of[q] for q in qids], B, level, seed)
+    unstable = float(np.mean([v.max() > v.min() for v in values]))
+    return {**empty, "value": row["accuracy"], "ci_low": row["ci_low"],
+            "ci_high": row["ci_high"], "n": row["n"],
+            "n_document_sets": row["n_document_sets"], "share_unstable": unstable}
+
+
+def counts(units) -> dict:
+    units = list(units)
+    verdicts = [u["verdict"] for u in units]
+    statuses = [u.get("status") or "ok" for u in units]
+    return {
+        "n_units": len(units),
+        "n_correct": int(sum(unit_score(u) for u in units)),
+        "n_incorrect": verdicts.count("INCORRECT"),
+        "n_invalid": verdicts.count("INVALID"),
+        "n_too_long": statuses.count("too_long"),
+        "n_error": statuses.count("error"),
+        "n_seeds": len({replicate(u) for u in units}),
+        "n_samples": len({int(u.get("sample", 0)) for u in units}),
+    }
+
+
+def summarize(units, B: int = 10_000, level: float = 0.95, seed: int = 0) -> dict:
+    """Everything the report shows, as plain JSON-able values (None where undefined)."""
+    units = list(units)
+    if not units:
+        raise ValueError("no units to summarize")
+    table = question_table(units)
+    overall = estimate(table.scores, table.clusters, B, level, seed)
+    acc, se_c, se_n = overall["accuracy"], overall["se_clustered"], overall["se_naive"]
+    analytic = normal_interval(acc, se_c, level) if se_c is not None else (None, None)
+    naive = normal_interval(acc, se_n, level) if se_n is not None else (None, None)
+    out = {
+        **{k: v for k, v in overall.items() if k != "n"},
+        "ci_level": level,
+        "ci_method": CI_METHOD,
+        "bootstrap_resamples": B,
+        "bootstrap_seed": seed,
+        "analytic_ci_low": analytic[0],
+        "analytic_ci_high": analytic[1],
+        "naive_ci_low": naive[0],
+        "naive_ci_high": naive[1],
+        "n_questions": overall["n"],
+        **counts(units),
+        "per_category": _breakdown(
+            table, table.categories, sorted(set(table.categories)), B, level, seed
+        ),
+        "per_length_bucket": per_length_bucket(table, B, level, seed),
+        "per_seed": per_seed(units, table, B, level, seed),
+        "seed_spread": seed_spread(units, table, B, level, seed),
+        "per_question": {
+            q: {"score": float(s), "n_units": int(n), "document_set_id": c,
+                "document_category": cat, "prompt_tokens": t}
+            for q, s, n, c, cat, t in zip(table.ids, table.scores, table.n_units,
+                                          table.clusters, table.categories, table.prompt_tokens)
+        },
+    }
+    out["warnings"] = _warnings(out, table)
+    return out
+
+
+def _warnings(s: dict, table: QuestionTable) -> list[str]:
+    out = []
+    if s["n_document_sets"] < 2:
+        out.append(
+            f"only {s['n_document_sets']} document set: variation between sets cannot be "
+            "estimated, so no interval is given"
+        )
+    elif s["n_document_sets"] < 10:
+        out.append(f"only {s['n_document_sets']} document sets: the interval is rough")
+    if s["n_invalid"] and s["n_invalid"] == s["n_units"]:
+        out.append("every verdict is INVALID: the judge output was never parsed; "
+                   "accuracy 0 says nothing about the model")
+    elif s["n_invalid"]:
+        out.append(f"{s['n_invalid']} INVALID verdicts counted as wrong")
+    if s["n_too_long"]:
+        out.append(f"{s['n_too_long']} units too long for the context window counted as wrong")
+    if s["n_error"]:
+        out.append(f"{s['n_error']} units whose generation failed counted as wrong")
+    if table.n_units.min() != table.n_units.max():
+        out.append(
+            f"questions have between {table.n_units.min()} and {table.n_units.max()} units; "
+            "each question still weighs the same"
+        )
+    return out
+
+
+def paired_difference(
+    scores_a: dict[str, float],
+    scores_b: dict[str, float],
+    clusters: dict[str, str],
+    B: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Mean of per-question differences A - B with a cluster-bootstrap interval.
+
+    Both runs are resampled through the same drawn document sets, so what the sets share
+    cancels. `share_a_better` is the share of resamples whose mean difference is above 0.
+    """
+    if set(scores_a) != set(scores_b):
+        only_a, only_b = set(scores_a) - set(scores_b), set(scores_b) - set(scores_a)
+        raise ValueError(
+            f"paired comparison needs the same questions: {len(only_a)} only in A "
+            f"(e.g. {sorted(only_a)[:3]}), {len(only_b)} only in B (e.g. {sorted(only_b)[:3]})"
+        )
+    qids = sorted(scores_a)
+    diff = np.array([scores_a[q] - scores_b[q] for q in qids])
+    labels = [clusters[q] for q in qids]
+    samples = bootstrap_means(diff, labels, B, seed)
+    n_clusters = len(set(labels))
+    low, high = percentile_interval(samples, level) if n_clusters >= 2 else (None, None)
+    se_c, se_n = clustered_se(diff, labels), naive_se(diff)
+    return {
+        "difference": float(diff.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "ci_level": level,
+        "ci_method": "paired " + CI_METHOD,
+        "bootstrap_resamples": B,
+        "bootstrap_seed": seed,
+        "se_clustered": _none_if_nan(se_c),
+        "se_naive": _none_if_nan(se_n),
+        "share_a_better": float(np.mean(samples > 0)),
+        "share_b_better": float(np.mean(samples < 0)),
+        "accuracy_a": float(np.mean([scores_a[q] for q in qids])),
+        "accuracy_b": float(np.mean([scores_b[q] for q in qids])),
+        "n_questions": len(qids),
+        "n_document_sets": n_clusters,
+        "n_a_better": int(np.sum(diff > 0)),
+        "n_b_better": int(np.sum(diff < 0)),
+        "n_equal": int(np.sum(diff == 0)),
+    }

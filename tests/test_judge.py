@@ -1,0 +1,315 @@
+"""The judge stage without a model: verdict parsing, the exact backend, shards, resume, cache."""
+
+import json
+
+import pytest
+from test_merge import gen_record, generate_all, make_run, merged_run, write_lines
+
+from lcr.config import ConfigError
+from lcr.io import read_jsonl, sha256_text
+from lcr.judge import (
+    ExactBackend,
+    JudgeError,
+    exact_verdict,
+    finalize_verdicts,
+    judge_config,
+    judge_run,
+    judge_shard,
+    parse_verdict,
+    run_judge_cli,
+    shard_units,
+)
+from lcr.merge import merge_run
+from lcr.plan import plan_units
+from lcr.rundir import RunDir
+
+C, I, X = "CORRECT", "INCORRECT", "INVALID"
+
+VERDICT_CASES = [
+    # plain words, any case and spacing
+    ("CORRECT", C),
+    ("INCORRECT", I),
+    ("correct", C),
+    ("incorrect.", I),
+    ("  Correct  \n", C),
+    ("CORRECT!", C),
+    ("NOT CORRECT", I),
+    ("not correct.", I),
+    # markdown emphasis and labels
+    ("**CORRECT**", C),
+    ("**INCORRECT**", I),
+    ("`CORRECT`", C),
+    ("> INCORRECT", I),
+    ("Verdict: CORRECT", C),
+    ("**Verdict:** INCORRECT", I),
+    ("verdict: not correct", I),
+    ("Final verdict: **INCORRECT**", I),
+    ("My verdict is incorrect", I),
+    # JSON, fenced, with extra keys, nested text that mentions the other word
+    ('{"verdict": "CORRECT"}', C),
+    ('{"verdict": "incorrect"}', I),
+    ('```json\n{"verdict": "CORRECT"}\n```', C),
+    ('Here is my assessment.\n```json\n{\n  "verdict": "INCORRECT"\n}\n```', I),
+    ('{"verdict": "INCORRECT", "confidence": 0.9}', I),
+    ('```json\n{"reasoning": "first looked INCORRECT, but matches", "verdict": "CORRECT"}\n```',
+     C),
+    ("{'verdict': 'CORRECT'}", C),
+    ('{"result": {"verdict": "CORRECT"}}', C),
+    # reasoning blocks are ignored
+    ("<think>maybe CORRECT, maybe INCORRECT</think>\nINCORRECT", I),
+    ("<think>\nThe answer looks INCORRECT at first.\n</think>\n\n**CORRECT**", C),
+    ("<think>Verdict: CORRECT</think>\n{\"verdict\": \"INCORRECT\"}", I),
+    ("the opening tag was in the template... CORRECT?</think>\nINCORRECT", I),
+    ("<think>still thinking, probably CORRECT", X),  # reasoning cut off: no verdict
+    # a verdict leading a sentence, upper-case verdicts in prose
+    ("INCORRECT. The candidate says 41, the official answer is 42.", I),
+    ("Correct - both give 42.", C),
+    ("The candidate gives 42 like the official answer, so it is CORRECT.", C),
+    ("The candidate answer is NOT CORRECT because it names 41.", I),
+    ("Both give 42.\n\nINCORRECT", I),
+    # ambiguous or empty: INVALID, never a guess
+    ("", X),
+    ("   \n ", X),
+    ("I cannot decide.", X),
+    ("The candidate is correct.", X),  # lower-case prose never counts
+    ("The candidate answer is not entirely correct.", X),
+    ("Correct answer is 42 but the candidate says 41", X),
+    ("CORRECT or INCORRECT", X),
+    ("CORRECT\nINCORRECT", X),
+    ("Verdict: CORRECT\n\nVerdict: INCORRECT", X),
+    ('{"verdict": "PARTIALLY CORRECT"}', X),
+    ('{"verdict": true}', X),
+    ('{"verdict": "CORRECT"} {"verdict": "INCORRECT"}', X),
+    ('{"verdict": "CORRECT"}\nINCORRECT', X),
+    ("NOT INCORRECT", X),
+    ("INCORRECTLY", X),
+    ("CORRECTNESS is hard to judge", X),
+    (None, X),
+]
+
+
+@pytest.mark.parametrize("text,want", VERDICT_CASES)
+def test_parse_verdict(text, want):
+    assert parse_verdict(text) == want
+
+
+EXACT_CASES = [
+    ("42", "The answer is 42.", C),
+    ("42", "The answer is 420.", I),
+    ("12", "It is 12.4", I),  # no rounding for a bare integer
+    ("12.3%", "It rose 12.34%", C),  # rounds to the criterion's precision
+    ("1,234", "about 1234 units", C),
+    ("$1.2 million", "revenue of 1,200,000 dollars", C),
+    ("$1.2 million", "revenue of $1,234,567", C),
+    ("5bn", "five billion... precisely 5 billion", C),
+    ("67.5%", "a share of 0.675", C),
+    ("0.675", "a share of 67.5%", C),
+    ("Apple; Banana", "apple and banana", C),
+    ("Apple; Banana", "apple only", I),
+    ("Apple, 12%", "Apple's share is 12.0%", C),
+    ("Apple, 12%", "Pear's share is 12%", I),
+    ("The Hague", "It is in the hague.", C),
+    ("£3.5m", "about 3.5 million pounds", C),
+    ("-3.2%", "a change of -3.2%", C),
+    ("2019-2020", "from 2019 to 2020", C),
+    ("", "anything", X),
+]
+
+
+@pytest.mark.parametrize("official,response,want", EXACT_CASES)
+def test_exact_verdict(official, response, want):
+    assert exact_verdict(official, response)[0] == want
+
+
+class Counting:
+    """A real backend, counting the units it is asked to judge."""
+
+    def __init__(self, inner):
+        self.inner, self.model, self.calls = inner, inner.model, 0
+
+    def judge(self, items):
+        self.calls += len(items)
+        return self.inner.judge(items)
+
+
+def exact_run(tmp_path, **kw):
+    kw.setdefault("backend", "exact")
+    return merged_run(tmp_path, **kw)
+
+
+def counting(rd, out="", overrides=()):
+    return Counting(ExactBackend(judge_config(rd, overrides, out)))
+
+
+def test_judge_run_every_unit_once_and_fields(tmp_path):
+    rd, _, _ = exact_run(tmp_path, shards=2, seeds=(0, 1), n_questions=5)
+    info = judge_run(rd.path)
+    verdicts = read_jsonl(rd.verdicts_file()).records
+    merged = read_jsonl(rd.merged_file).records
+    assert [v["key"] for v in verdicts] == [m["key"] for m in merged]  # once each, merged order
+    assert info["records"] == len(merged) == 10
+    assert info["n_correct"] == 10  # the hand-made responses give each answer
+    for v in verdicts:
+        for field in ("key", "question_id", "seed", "sample", "document_set_id",
+                      "document_category", "status", "prompt_tokens", "verdict", "judge_model",
+                      "judge_prompt", "judge_backend", "raw", "response_sha256", "time"):
+            assert field in v, field
+        assert (v["judge_model"], v["judge_prompt"], v["judge_backend"]) == (
+            "exact", "v1.1", "exact")
+    again = rd.verdicts_file().read_bytes()
+    finalize_verdicts(rd.path)
+    assert rd.verdicts_file().read_bytes() == again
+
+
+def test_failed_generation_is_incorrect_without_the_judge(tmp_path):
+    rd, cfg, plan = make_run(tmp_path, backend="exact")
+    units = plan_units(plan)
+    bad, empty = units[0], units[1]
+    generate_all(rd, cfg, plan, skip={bad["key"], empty["key"]})
+    shard_of = {u["key"]: s["index"] for s in plan["shards"] for u in s["units"]}
+    write_lines(rd.generate_file(shard_of[bad["key"]]),
+                [gen_record(bad, cfg, status="too_long", response="")])
+    write_lines(rd.generate_file(shard_of[empty["key"]]),
+                [gen_record(empty, cfg, response="  \n")])
+    assert merge_run(rd.path).complete
+    backend = counting(rd)
+    judge_run(rd.path, backend=backend)
+    assert backend.calls == len(units) - 2
+    verdicts = {v["key"]: v for v in read_jsonl(rd.verdicts_file()).records}
+    assert verdicts[bad["key"]]["verdict"] == "INCORRECT"
+    assert "too_long" in verdicts[bad["key"]]["reason"]
+    assert verdicts[bad["key"]]["raw"] == "" and verdicts[bad["key"]]["status"] == "too_long"
+    assert verdicts[empty["key"]]["verdict"] == "INCORRECT"
+    assert verdicts[empty["key"]]["reason"] == "empty response"
+
+
+def test_shard_resumes_from_half_a_file(tmp_path):
+    rd, _, _ = exact_run(tmp_path, n_questions=8)
+    merged = read_jsonl(rd.merged_file).records
+    half = merged[:4]
+    hand = [{
+        "key": u["key"], "question_id": u["question_id"], "seed": u["seed"],
+        "sample": u["sample"], "document_set_id": u["document_set_id"],
+        "document_category": u["document_category"], "status": u["status"],
+        "prompt_tokens": u["prompt_tokens"], "verdict": "INCORRECT", "judge_model": "exact",
+        "judge_prompt": "v1.1", "judge_backend": "exact", "raw": "written by hand",
+        "response_sha256": sha256_text(u["response"]), "time": 1.0,
+    } for u in half]
+    # a verdict of another judge and one for an older response do not count as judged
+    other = dict(hand[0], key=merged[5]["key"], judge_model="someone-else")
+    stale = dict(hand[0], key=merged[6]["key"], response_sha256="0" * 64)
+    write_lines(rd.judge_file(0), hand + [other, stale], tail='{"key": "q7:0:0", "ver')
+    backend = counting(rd)
+    info = judge_shard(rd.path, 0, backend=backend)
+    assert backend.calls == len(merged) - len(half)
+    assert info["records"] == len(merged)
+    assert rd.judge_done(0).exists()
+    finalize_verdicts(rd.path)
+    verdicts = read_jsonl(rd.verdicts_file()).records
+    assert sorted(v["key"] for v in verdicts) == sorted(u["key"] for u in merged)
+    by_key = {v["key"]: v for v in verdicts}
+    assert all(by_key[u["key"]]["raw"] == "written by hand" for u in half)
+    assert by_key[merged[5]["key"]]["judge_model"] == "exact"
+    assert by_key[merged[6]["key"]]["verdict"] == "CORRECT"
+    # a done shard is not judged again
+    assert judge_shard(rd.path, 0, backend=backend)["records"] == len(merged)
+    assert backend.calls == len(merged) - len(half)
+
+
+def test_judge_shards_split_and_finalize_waits(tmp_path):
+    rd, _, _ = exact_run(tmp_path, n_questions=7, seeds=(0, 1))
+    overrides = ["judge.shards=3"]
+    merged = read_jsonl(rd.merged_file).records
+    parts = [shard_units(merged, k, 3) for k in range(3)]
+    assert sorted(u["key"] for p in parts for u in p) == sorted(u["key"] for u in merged)
+    assert [len(p) for p in parts] == [5, 5, 4]  # the remainder is not dropped
+    judge_shard(rd.path, 0, overrides=overrides)
+    judge_shard(rd.path, 2, overrides=overrides)
+    with pytest.raises(JudgeError, match=r"not done: \[1\]"):
+        finalize_verdicts(rd.path, overrides=overrides)
+    assert run_judge_cli(rd.path, [], finalize=True) == 1  # settings.json remembers 3 shards
+    assert not rd.verdicts_file().exists()
+    assert run_judge_cli(rd.path, [], shard=1) == 0
+    assert run_judge_cli(rd.path, [], finalize=True) == 0
+    verdicts = read_jsonl(rd.verdicts_file()).records
+    assert [v["key"] for v in verdicts] == [u["key"] for u in merged]
+    assert {v["shard"] for v in verdicts} == {0, 1, 2}
+    with pytest.raises(JudgeError, match="out of range"):
+        judge_shard(rd.path, 3)
+
+
+def test_verdict_cache_makes_a_rejudge_free(tmp_path):
+    rd, _, _ = exact_run(tmp_path)
+    first = counting(rd)
+    judge_run(rd.path, backend=first)
+    assert first.calls == 6
+    cache = read_jsonl(rd.path / "judge-cache.jsonl").records
+    assert len(cache) == 6
+    second = counting(rd, out="again")
+    judge_run(rd.path, out="again", backend=second)
+    assert second.calls == 0
+    a = read_jsonl(rd.verdicts_file()).records
+    b = read_jsonl(rd.verdicts_file("again")).records
+    assert [(v["key"], v["verdict"]) for v in a] == [(v["key"], v["verdict"]) for v in b]
+    assert all(v.get("cached") for v in b)
+    # another judge prompt is another cache entry
+    third = counting(rd, "v10", ["judge.prompt=v1.0", "judge.force=true"])
+    judge_run(rd.path, out="v10", overrides=["judge.prompt=v1.0", "judge.force=true"],
+              backend=third)
+    assert third.calls == 6
+
+
+def test_judge_needs_a_complete_merge(tmp_path):
+    rd, cfg, plan = make_run(tmp_path, backend="exact")
+    generate_all(rd, cfg, plan, skip={plan_units(plan)[0]["key"]})
+    merge_run(rd.path)
+    with pytest.raises(JudgeError, match="lcr merge"):
+        judge_shard(rd.path, 0)
+    assert run_judge_cli(rd.path, []) == 1
+
+
+def test_merged_file_changed_after_done(tmp_path):
+    rd, _, _ = exact_run(tmp_path)
+    with open(rd.merged_file, "a") as f:
+        f.write("\n")
+    with pytest.raises(JudgeError, match="sha256 differs"):
+        judge_run(rd.path)
+
+
+def test_protocol_must_match_revision(tmp_path):
+    rd, _, _ = exact_run(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        judge_run(rd.path, overrides=["judge.prompt=v1.0"])
+    assert "judge.prompt" in str(e.value) and "data.revision" in str(e.value)
+    assert "judge.force" in str(e.value)
+    assert not rd.judge_dir().exists()
+    judge_run(rd.path, out="old", overrides=["judge.prompt=v1.0", "judge.force=true"])
+    assert read_jsonl(rd.verdicts_file("old")).records[0]["judge_prompt"] == "v1.0"
+
+
+def test_out_folder_keeps_its_judge(tmp_path):
+    rd, _, _ = exact_run(tmp_path)
+    judge_shard(rd.path, 0, out="x", overrides=["judge.shards=2"])
+    settings = json.loads((rd.judge_dir("x") / "settings.json").read_text())
+    assert settings["judge"]["shards"] == 2
+    judge_shard(rd.path, 1, out="x")  # no --set: the folder's saved settings apply
+    finalize_verdicts(rd.path, out="x")
+    with pytest.raises(ConfigError, match="another --out"):
+        judge_shard(rd.path, 0, out="x", overrides=["judge.shards=3"])
+    with pytest.raises(ConfigError, match="only judge"):
+        judge_run(rd.path, overrides=["model.path=other"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        judge_run(rd.path, overrides=["judge.modle=x"])
+    with pytest.raises(ConfigError, match="safe name"):
+        judge_run(rd.path, out="../escape")
+
+
+def test_cli_main(tmp_path, capsys):
+    from lcr.judge import main
+
+    rd, _, _ = exact_run(tmp_path)
+    assert main([str(rd.path), "--set", "judge.shards=2", "--shard", "0"]) == 0
+    assert main([str(rd.path), "--finalize"]) == 1
+    assert "not done: [1]" in capsys.readouterr().err
+    assert main([str(rd.path)]) == 0  # the whole stage: the missing shard, then finalize
+    assert len(read_jsonl(RunDir(rd.path).verdicts_file()).records) == 6

@@ -1,0 +1,243 @@
+"""The report stage on hand-built run directories: files, pooling, errors, comparison."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from lcr.config import Config, ReportSection
+from lcr.io import atomic_write_jsonl
+from lcr.report import (
+    ReportError,
+    build_report,
+    compare_runs,
+    render_markdown,
+    run_compare,
+    run_report,
+)
+from lcr.rundir import RunDir, config_toml
+from lcr.stats import cluster_bootstrap
+
+CATEGORIES = ["legal", "finance", "academia", "government", "marketing"]
+FAST = ReportSection(bootstrap=1000, ci_level=0.95, seed=0)
+
+
+def records(seeds=(0,), p=0.3, rng_seed=0, invalid=0, n_questions=100, n_sets=30):
+    """AA-LCR-shaped verdicts: 100 questions over 30 sets, set-level difficulty."""
+    rng = np.random.default_rng(rng_seed)
+    p_set = rng.beta(p * 2, (1 - p) * 2, size=n_sets)
+    out = []
+    for i in range(n_questions):
+        s = i % n_sets
+        for seed in seeds:
+            verdict = "CORRECT" if rng.random() < p_set[s] else "INCORRECT"
+            out.append({
+                "key": f"q{i:03d}:{seed}:0", "question_id": f"q{i:03d}", "seed": seed,
+                "sample": 0, "document_set_id": f"set{s:02d}",
+                "document_category": CATEGORIES[s % 5], "verdict": verdict, "status": "ok",
+                "prompt_tokens": 70_000 + 2_000 * s, "judge_model": "exact",
+                "judge_prompt": "v1.1", "raw": verdict,
+            })
+    for r in out[:invalid]:
+        r["verdict"] = "INVALID"
+    return out
+
+
+def make_run(tmp_path, name, recs, out="", **settings):
+    """A run dir with config.toml (settings as 'section.key' -> value) and its verdicts."""
+    cfg = Config()
+    cfg.run.name, cfg.run.root = name, str(tmp_path)
+    cfg.report = ReportSection(bootstrap=1000, ci_level=0.95, seed=0)
+    for dotted, value in settings.items():
+        section, key = dotted.split("__")
+        setattr(getattr(cfg, section), key, value)
+    path = tmp_path / name
+    path.mkdir()
+    (path / "config.toml").write_text(config_toml(cfg))
+    if recs is not None:
+        atomic_write_jsonl(RunDir(path).verdicts_file(out), recs)
+    return path
+
+
+def test_report_writes_json_md_png_and_prints_summary(tmp_path):
+    recs = records(seeds=(0, 1, 2), invalid=2)
+    run = make_run(tmp_path, "r", recs)
+    line = run_report([run])
+    assert re.fullmatch(
+        r"accuracy \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \(95% cluster bootstrap over 30 document "
+        r"sets; 100 questions x 3 seeds; 2 invalid verdicts\)", line), line
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.toml", "report.json", "report.md", "report.png", "verdicts.jsonl"]
+    report = json.loads((run / "report.json").read_text())
+    for field in ("accuracy", "ci_low", "ci_high", "ci_level", "ci_method", "n_questions",
+                  "n_seeds", "n_units", "n_invalid", "n_too_long", "per_category", "per_seed",
+                  "se_clustered", "se_naive", "naive_ci_low", "naive_ci_high",
+                  "per_length_bucket", "seed_spread", "n_document_sets", "runs", "judge",
+                  "model"):
+        assert field in report, field
+    assert report["summary"] == line
+    assert (report["n_questions"], report["n_seeds"], report["n_units"]) == (100, 3, 300)
+    assert report["n_invalid"] == 2 and report["n_document_sets"] == 30
+    assert report["bootstrap_resamples"] == 1000
+    assert set(report["per_category"]) == set(CATEGORIES)
+    for row in report["per_category"].values():
+        assert set(row) >= {"accuracy", "ci_low", "ci_high", "n"}
+    assert sum(r["n"] for r in report["per_category"].values()) == 100
+    assert [(r["run"], r["seed"]) for r in report["per_seed"]] == [(0, 0), (0, 1), (0, 2)]
+    assert report["ci_low"] <= report["accuracy"] <= report["ci_high"]
+    # the naive interval is narrower: the point of clustering
+    assert report["naive_ci_high"] - report["naive_ci_low"] < report["ci_high"] - report["ci_low"]
+    # exact accuracy: mean over questions of the mean over seeds
+    by_q = {}
+    for r in recs:
+        by_q.setdefault(r["question_id"], []).append(r["verdict"] == "CORRECT")
+    assert report["accuracy"] == pytest.approx(np.mean([np.mean(v) for v in by_q.values()]))
+    md = (run / "report.md").read_text()
+    assert line in md and "| category |" in md and "## Per seed" in md
+    assert (run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_interval_is_the_seeded_cluster_bootstrap(tmp_path):
+    run = make_run(tmp_path, "r", records(seeds=(0, 1)))
+    report = build_report([run], report_cfg=ReportSection(bootstrap=2000, ci_level=0.9, seed=4))
+    qs = sorted(report["per_question"])
+    low, high, _ = cluster_bootstrap([report["per_question"][q]["score"] for q in qs],
+                                     [report["per_question"][q]["document_set_id"] for q in qs],
+                                     2000, 0.9, 4)
+    assert (report["ci_low"], report["ci_high"]) == (low, high)
+    again = build_report([run], report_cfg=ReportSection(bootstrap=2000, ci_level=0.9, seed=4))
+    assert again == report  # a pure, seeded function of the verdicts
+    assert "90% cluster bootstrap" in report["summary"]
+
+
+def test_missing_verdicts_names_the_file_and_the_fix(tmp_path):
+    run = make_run(tmp_path, "r", None)
+    with pytest.raises(ReportError, match=r"verdicts\.jsonl: no such file.*lcr judge"):
+        run_report([run])
+    with pytest.raises(ReportError, match=r"verdicts-strict\.jsonl.*--out strict"):
+        run_report([run], out="strict")
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(Exception, match="no config.toml"):
+        run_report([tmp_path])
+
+
+def test_torn_or_duplicated_verdicts_are_errors(tmp_path):
+    recs = records()
+    run = make_run(tmp_path, "torn", recs)
+    with open(run / "verdicts.jsonl", "a") as f:
+        f.write('{"key": "q1')
+    with pytest.raises(ReportError, match="unreadable line"):
+        run_report([run])
+    run = make_run(tmp_path, "dup", recs + recs[:1])
+    with pytest.raises(ReportError, match="appears twice"):
+        run_report([run])
+    bad = [dict(r) for r in recs]
+    del bad[5]["document_set_id"]
+    run = make_run(tmp_path, "missing", bad)
+    with pytest.raises(ReportError, match="record 6 lacks document_set_id"):
+        run_report([run])
+
+
+def test_out_reads_named_verdicts_and_writes_named_report(tmp_path):
+    run = make_run(tmp_path, "r", records(), out="v10")
+    run_report(run, out="v10")
+    assert (run / "report-v10.json").exists() and (run / "report-v10.png").exists()
+    assert not (run / "report.json").exists()
+
+
+def test_pooling_runs_as_extra_seeds(tmp_path):
+    a = make_run(tmp_path, "a", records(seeds=(0,), rng_seed=1))
+    b = make_run(tmp_path, "b", records(seeds=(1, 2), rng_seed=2))
+    line = run_report([a, b])
+    assert "100 questions x 3 seeds" in line
+    report = json.loads((a / "report.json").read_text())
+    assert report["runs"] == [str(a), str(b)]
+    assert [(r["run_dir"], r["seed"]) for r in report["per_seed"]] == [
+        (str(a), 0), (str(b), 1), (str(b), 2)]
+    assert report["seed_spread"]["n"] == 100
+    assert not (b / "report.json").exists()
+
+
+def test_pooling_the_same_seed_keeps_both_as_replicates_with_a_warning(tmp_path):
+    a = make_run(tmp_path, "a", records(seeds=(0,), rng_seed=1))
+    b = make_run(tmp_path, "b", records(seeds=(0,), rng_seed=2))
+    report = build_report([a, b])
+    assert report["n_seeds"] == 2 and report["n_units"] == 200
+    assert any("seed 0 is in both" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize("key,value", [
+    ("model__path", "Qwen/Qwen2.5-7B-Instruct"),
+    ("judge__prompt", "v1.0"),
+    ("data__revision", "abc123"),
+])
+def test_pooling_different_runs_is_an_error_unless_forced(tmp_path, key, value):
+    a = make_run(tmp_path, "a", records(seeds=(0,)))
+    b = make_run(tmp_path, "b", records(seeds=(1,)), **{key: value})
+    dotted = key.replace("__", ".")
+    with pytest.raises(ReportError, match=rf"{re.escape(dotted)} differs \('.*' vs '{value}'\)"):
+        build_report([a, b])
+    report = build_report([a, b], force=True)
+    assert report["forced"] and any(dotted in w for w in report["warnings"])
+
+
+def test_pooling_different_questions_is_an_error_unless_forced(tmp_path):
+    a = make_run(tmp_path, "a", records(seeds=(0,)))
+    b = make_run(tmp_path, "b", records(seeds=(1,), n_questions=90))
+    with pytest.raises(ReportError, match="different questions"):
+        build_report([a, b])
+    assert build_report([a, b], force=True)["n_questions"] == 100
+
+
+def test_edge_case_reports_render(tmp_path):
+    one_set = [{**r, "document_set_id": "only"} for r in records(n_questions=6, n_sets=1)]
+    invalid = [{**r, "verdict": "INVALID"} for r in records()]
+    for name, recs in (("one", one_set), ("invalid", invalid)):
+        run = make_run(tmp_path, name, recs)
+        line = run_report([run])
+        report = json.loads((run / "report.json").read_text())
+        assert report["warnings"]
+        assert "## Warnings" in (run / "report.md").read_text()
+    assert "[n/a]" in build_report([tmp_path / "one"])["summary"]
+    assert line.startswith("accuracy 0.000 [0.00, 0.00]") and "300" not in line
+    assert "100 invalid verdicts" in line
+
+
+def test_markdown_is_readable_tables(tmp_path):
+    run = make_run(tmp_path, "r", records(seeds=(0, 1)))
+    md = render_markdown(build_report([run]))
+    assert md.startswith("# AA-LCR report: meta-llama/Llama-3.1-8B-Instruct")
+    for heading in ("## Per category", "## Per prompt length", "## Per seed",
+                    "## Spread across seeds", "## Runs"):
+        assert heading in md
+    assert "| <80K (0-81,920) |" in md
+
+
+def test_compare_paired(tmp_path):
+    recs_b = records(seeds=(0,), rng_seed=5)
+    recs_a = [dict(r, verdict="CORRECT") if i % 3 == 0 else dict(r)
+              for i, r in enumerate(recs_b)]
+    a = make_run(tmp_path, "a", recs_a, model__path="model-a")
+    b = make_run(tmp_path, "b", recs_b, model__path="model-b")
+    c = compare_runs(a, b)
+    assert c["difference"] > 0 and c["n_b_better"] == 0
+    assert c["share_a_better"] == 1.0
+    assert c["ci_low"] <= c["difference"] <= c["ci_high"]
+    text = run_compare(a, b)
+    assert "A - B = +" in text and "A beats B in 100.0% of 1,000 resamples" in text
+    assert sorted(p.name for p in a.iterdir()) == ["config.toml", "verdicts.jsonl"]
+
+
+def test_compare_needs_same_judge_and_questions(tmp_path):
+    a = make_run(tmp_path, "a", records())
+    b = make_run(tmp_path, "b", records(), judge__model="other-judge")
+    with pytest.raises(ReportError, match="judge.model differs"):
+        compare_runs(a, b)
+    assert compare_runs(a, b, force=True)["warnings"]
+    c = make_run(tmp_path, "c", records(n_questions=50))
+    with pytest.raises(ReportError, match="different questions"):
+        compare_runs(a, c)
+    assert compare_runs(a, c, force=True)["n_questions"] == 50

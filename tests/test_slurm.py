@@ -1,0 +1,167 @@
+"""The pipeline on the real local Slurm cluster: submit, status, rerun, requeue, cancel, sbatch.
+
+Each test drives the `lcr` command as a user would; jobs run the real vLLM CPU engine.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import DEMO, REPO
+from slurm_cluster import FINAL_STATES, ensure_cluster, sacct_states, unavailable_reason
+
+from lcr.io import read_jsonl, sha256_file
+from lcr.rundir import RunDir
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.vllm,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    return ensure_cluster()
+
+
+def lcr(*args, timeout=900, check=True):
+    proc = subprocess.run([sys.executable, "-m", "lcr.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lcr {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n"
+                             f"{proc.stderr[-3000:]}")
+    return proc
+
+
+def submit(root, name, *overrides):
+    return lcr("submit", str(DEMO), "--set", f"run.root={str(root)!r}", "--set",
+               f"run.name={name!r}", "--set", "slurm.executor='slurm'",
+               *[x for o in overrides for x in ("--set", o)])
+
+
+def job_ids(rd: RunDir, stage=None):
+    data = json.loads(rd.jobs_file.read_text())["submissions"]
+    return [j for e in data if stage in (None, e["stage"]) for j in e["jobs"].values()]
+
+
+def wait_final(ids, timeout=600):
+    """Wait until every job id (array tasks included) has a final sacct state."""
+    deadline = time.time() + timeout
+    while True:
+        states = {}
+        for jid in ids:
+            states.update({k: v for k, v in sacct_states(jid).items() if k == jid})
+        if len(states) == len(ids) and all(s in FINAL_STATES for s in states.values()):
+            return states
+        assert time.time() < deadline, f"jobs not final after {timeout}s: {states}"
+        time.sleep(2)
+
+
+def logs_tail(rd: RunDir) -> str:
+    out = []
+    for p in sorted(rd.logs_dir.rglob("*.err"))[-4:]:
+        out.append(f"== {p}\n" + p.read_text()[-1500:])
+    return "\n".join(out)
+
+
+def assert_complete(rd: RunDir):
+    plan = json.loads(rd.plan_file.read_text())
+    planned = sorted(u["key"] for s in plan["shards"] for u in s["units"])
+    merged = [r["key"] for r in read_jsonl(rd.merged_file).records]
+    verdicts = [r["key"] for r in read_jsonl(rd.verdicts_file()).records]
+    assert sorted(merged) == planned and sorted(verdicts) == planned
+    for name in ("report.json", "report.md", "report.png"):
+        assert (rd.path / name).stat().st_size > 0
+
+
+def test_demo_runs_the_whole_pipeline_on_slurm(tmp_path):
+    proc = lcr("demo", "--set", f"run.root={str(tmp_path)!r}", timeout=1200)
+    assert "local Slurm cluster up" in proc.stdout
+    assert "report: " in proc.stdout and "accuracy " in proc.stdout
+    assert "random weights" in proc.stdout
+    rd = RunDir(tmp_path / "demo")
+    assert_complete(rd)
+    states = wait_final(job_ids(rd))
+    assert set(states.values()) == {"COMPLETED"}, states
+    report = json.loads((rd.path / "report.json").read_text())
+    assert report["n_units"] == 42 and report["n_too_long"] == 2
+
+
+def test_failed_shard_status_then_rerun_only_that_shard(tmp_path):
+    submit(tmp_path, "fail", "debug.fail_shards=[1]")
+    rd = RunDir(tmp_path / "fail")
+    wait_final(job_ids(rd, "generate") + job_ids(rd, "merge"))
+    status = lcr("status", str(rd.path)).stdout
+    rows = {tuple(line.split()[:2]): line.split()[2] for line in status.splitlines()[1:]
+            if line.split() and line.split()[0] in ("generate", "merge")}
+    assert rows[("generate", "1")] == "failed", status
+    assert rows[("generate", "0")] == "done" and rows[("generate", "2")] == "done", status
+    assert rows[("merge", "-")] == "failed", status
+    before = {p.name: sha256_file(p) for p in rd.generate_files() if "0001" not in p.name}
+    dry = lcr("rerun", str(rd.path), "--dry-run").stdout
+    assert "generate shards [1]" in dry and len(job_ids(rd, "generate")) == 3
+    out = lcr("rerun", str(rd.path), "--set", "debug.fail_shards=[]").stdout
+    assert "generate shards [1]" in out
+    new = json.loads(rd.jobs_file.read_text())["submissions"]
+    gen_entries = [e for e in new if e["stage"] == "generate"]
+    assert list(gen_entries[-1]["jobs"]) == ["1"]  # exactly the failed shard
+    wait_final(job_ids(rd, "report"), timeout=900)
+    assert (rd.path / "report.json").exists(), logs_tail(rd)
+    assert_complete(rd)
+    after = {p.name: sha256_file(p) for p in rd.generate_files() if "0001" not in p.name}
+    assert after == before  # done shards were never recomputed
+    assert "nothing to do" in lcr("rerun", str(rd.path)).stdout
+
+
+def test_time_limit_requeues_and_resumes_without_loss(tmp_path):
+    submit(tmp_path, "requeue", "shards.count=1", "slurm.time=1", "slurm.signal_delay_s=40",
+           "debug.unit_delay_s=2.5")
+    rd = RunDir(tmp_path / "requeue")
+    (gen,) = job_ids(rd, "generate")
+    wait_final(job_ids(rd, "report"), timeout=900)
+    history = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", gen, "-o", "JobID,State"],
+                             capture_output=True, text=True, check=True).stdout
+    assert "REQUEUED" in history or "PREEMPTED" in history or "TIMEOUT" in history, history
+    recs = read_jsonl(rd.generate_file(0)).records
+    keys = [r["key"] for r in recs]
+    assert Counter(keys).most_common(1)[0][1] == 1, "a unit was written twice"
+    assert_complete(rd)
+
+
+def test_cancelled_job_shows_as_cancelled(tmp_path):
+    submit(tmp_path, "cancel", "debug.unit_delay_s=20")
+    rd = RunDir(tmp_path / "cancel")
+    gen = job_ids(rd, "generate")
+    deadline = time.time() + 300
+    while sacct_states(gen[0]).get(gen[0]) != "RUNNING":
+        assert time.time() < deadline
+        time.sleep(1)
+    subprocess.run(["scancel", gen[0]], check=True)
+    wait_final([gen[0]])
+    status = lcr("status", str(rd.path)).stdout
+    row = next(line for line in status.splitlines() if line.split()[:2] == ["generate", "0"])
+    assert "cancelled" in row, status
+    subprocess.run(["scancel", *job_ids(rd)], check=False)
+    wait_final(job_ids(rd))
+
+
+def test_hand_submitted_sbatch_chain(tmp_path):
+    lcr("plan", str(DEMO), "--set", f"run.root={str(tmp_path)!r}", "--set", "run.name='hand'")
+    rd = RunDir(tmp_path / "hand")
+    env = dict(os.environ, PYTHON=sys.executable,
+               SBATCH_FLAGS=f"--cpus-per-task=1 --gpus-per-node=1 --chdir={tmp_path}")
+    out = subprocess.run(["bash", str(REPO / "sbatch" / "submit-all.sh"), str(rd.path)],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    ids = dict(zip(out.split()[::2], out.split()[1::2]))
+    states = wait_final([ids["report"]], timeout=900)
+    assert states[ids["report"]] == "COMPLETED", list(Path(tmp_path).glob("*.out"))
+    assert_complete(rd)
+    gen_states = sacct_states(ids["generate"])
+    assert sorted(gen_states) == [f"{ids['generate']}_{i}" for i in range(3)]
+    assert set(gen_states.values()) == {"COMPLETED"}
