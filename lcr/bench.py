@@ -49,18 +49,19 @@ def dummy_model_dir(root: Path) -> Path:
     return d
 
 
-def write_workload(rd: RunDir, questions: list[dict], seed: int = 0) -> None:
+def write_workload(rd: RunDir, questions: list[dict], vocab: int, seed: int = 0) -> None:
     """questions.jsonl + prompts/: each set's documents once, each question its own suffix."""
     rng = np.random.default_rng(seed)
+    lo, hi = min(1000, vocab // 4), vocab - 300
     docs: dict[str, np.ndarray] = {}
     (rd.path / "prompts").mkdir(parents=True, exist_ok=True)
     for i, q in enumerate(questions):
         shared = q["shared_prefix_tokens"]
         if q["document_set_id"] not in docs:
-            docs[q["document_set_id"]] = rng.integers(1000, 120000, size=shared, dtype=np.int32)
+            docs[q["document_set_id"]] = rng.integers(lo, hi, size=shared, dtype=np.int32)
         ids = np.concatenate([
-            np.array([128000], dtype=np.int32), docs[q["document_set_id"]][: shared - 1],
-            rng.integers(1000, 120000, size=q["prompt_tokens"] - max(shared, 1), dtype=np.int32),
+            np.array([lo - 1], dtype=np.int32), docs[q["document_set_id"]][: shared - 1],
+            rng.integers(lo, hi, size=q["prompt_tokens"] - max(shared, 1), dtype=np.int32),
         ])
         q["prompt_file"] = f"prompts/p-{i:04d}.npy"
         np.save(rd.path / q["prompt_file"], ids)
@@ -83,7 +84,7 @@ class NoReuse:
         out = []
         for ids in prompts:
             self.n += 1
-            out.append([100 + self.n % 100000] + list(ids[1:]))
+            out.append([1 + self.n % 100] + list(ids[1:]))
         return self.engine.generate(out, params)
 
 
@@ -128,25 +129,26 @@ def run_policy(root: Path, base: RunDir, cfg: Config, questions: list[dict], pol
             "cached_tokens": cached, "output_tokens": output}
 
 
-def measure_floor(engine, cfg: Config, questions: list[dict]) -> dict:
+def measure_floor(engine, cfg: Config, questions: list[dict], vocab: int) -> dict:
     """Single-prompt prefill rates (32K and the workload's mean length) and one set's decode."""
     rng = np.random.default_rng(1)
+    lo, hi = min(1000, vocab // 4), vocab - 300
     mean_len = int(np.mean([q["shared_prefix_tokens"] or q["prompt_tokens"] for q in questions]))
     out = {}
     one = dataclasses.replace(cfg.sampling, max_new_tokens=1, ignore_eos=True)
     for length in sorted({min(32768, mean_len), mean_len}):
         engine.llm.reset_prefix_cache()
-        ids = rng.integers(1000, 120000, size=length).tolist()
+        ids = rng.integers(lo, hi, size=length).tolist()
         engine.generate([ids], [engine.params(one)])  # warm-up for this shape
         engine.llm.reset_prefix_cache()
-        ids = rng.integers(1000, 120000, size=length).tolist()
+        ids = rng.integers(lo, hi, size=length).tolist()
         t0 = time.time()
         engine.generate([ids], [engine.params(one)])
         out[f"prefill_{length}_s"] = round(time.time() - t0, 3)
     # decode: 4 questions of a set sharing a cached prefix, max_new_tokens each
-    prefix = rng.integers(1000, 120000, size=mean_len).tolist()
+    prefix = rng.integers(lo, hi, size=mean_len).tolist()
     engine.generate([prefix], [engine.params(one)])
-    batch = [prefix + rng.integers(1000, 120000, size=64).tolist() for _ in range(4)]
+    batch = [prefix + rng.integers(lo, hi, size=64).tolist() for _ in range(4)]
     t0 = time.time()
     engine.generate(batch, [engine.params(cfg.sampling)] * 4)
     out["set_decode_s"] = round(time.time() - t0, 3)
@@ -183,6 +185,43 @@ def calibrate(floor: dict) -> dict:
     return {"prefill_tok_s": round(1 / u, 1), "attn_tokens": round(u / v, 1)}
 
 
+def run_layouts(root: Path, base: RunDir, cfg: Config, questions: list[dict],
+                layouts: list[str]) -> list[dict]:
+    """The whole workload on one node as R engines of T GPUs ("RxT"), via run_shard's replicas."""
+    from lcr.generate import run_shard
+    from lcr.plan import make_plan
+    from lcr.rundir import config_toml
+
+    out = []
+    for layout in layouts:
+        r, t = (int(x) for x in layout.lower().split("x"))
+        lcfg = dataclasses.replace(cfg, engine=dataclasses.replace(
+            cfg.engine, replicas=r, tensor_parallel_size=t), shards=dataclasses.replace(
+            cfg.shards, count=1))
+        lcfg.slurm.gpus_per_node = r * t
+        rd = RunDir(root / f"layout-{r}x{t}")
+        if rd.path.exists():
+            shutil.rmtree(rd.path)
+        rd.path.mkdir(parents=True)
+        (rd.path / "prompts").symlink_to((base.path / "prompts").resolve())
+        shutil.copy(base.questions_file, rd.questions_file)
+        atomic_write_text(rd.config_file, config_toml(lcfg))
+        atomic_write_json(rd.plan_file, make_plan(questions, lcfg))
+        t0 = time.time()
+        info = run_shard(rd.path, 0, parts=r if r > 1 else None)
+        wall = time.time() - t0
+        parts = info.get("parts") or [info]
+        start = max(p.get("engine_start_s", 0.0) for p in parts)
+        run_s = max(p["elapsed_s"] - p.get("engine_start_s", 0.0) for p in parts)
+        out.append({"layout": f"{r}x{t}", "wall_s": round(wall, 1),
+                    "engine_start_s": round(start, 1), "run_s": round(run_s, 1),
+                    "part_run_s": [round(p["elapsed_s"] - p.get("engine_start_s", 0), 1)
+                                   for p in parts],
+                    "cache_hit": info.get("cache_hit")})
+        print(f"  layout {r}x{t}: {out[-1]}", file=sys.stderr, flush=True)
+    return out
+
+
 def bench_config(args) -> Config:
     cfg = load_config(args.config, [])
     for text in args.overrides:
@@ -197,6 +236,10 @@ def run_bench(args) -> int:
     cfg = bench_config(args)
     root = Path(args.out or "/tmp/lcr-bench")
     root.mkdir(parents=True, exist_ok=True)
+    if cfg.model.path == "tiny":
+        from lcr.tinymodel import resolve
+
+        cfg.model.path = resolve(cfg.model.path)
     if cfg.model.path in ("", "llama31-8b-shapes"):
         cfg.model.path = str(dummy_model_dir(root))
         cfg.engine.load_format, cfg.engine.skip_tokenizer_init = "dummy", True
@@ -210,9 +253,19 @@ def run_bench(args) -> int:
                      if q["status"] == "ok"]
     else:
         questions = aalcr_shaped(seed=0, scale=args.scale)
+    limit = cfg.engine.max_model_len - cfg.sampling.max_new_tokens - 200
+    longest: dict[str, int] = {}
+    for q in questions:
+        longest[q["document_set_id"]] = max(longest.get(q["document_set_id"], 0),
+                                            q["prompt_tokens"])
+    for q in questions:  # keep every prompt inside the window (the card's longest do not fit)
+        over = max(0, longest[q["document_set_id"]] - limit)
+        q["prompt_tokens"] -= over
+        q["shared_prefix_tokens"] = max(0, q["shared_prefix_tokens"] - over)
     base = RunDir(root / "workload")
     base.path.mkdir(parents=True, exist_ok=True)
-    write_workload(base, questions)
+    vocab = json.loads((Path(cfg.model.path) / "config.json").read_text())["vocab_size"]
+    write_workload(base, questions, vocab)
     print(f"workload: {len(questions)} questions over "
           f"{len({q['document_set_id'] for q in questions})} sets, "
           f"{sum(q['shared_prefix_tokens'] for q in {q['document_set_id']: q for q in questions}.values()):,}"
@@ -220,6 +273,13 @@ def run_bench(args) -> int:
           file=sys.stderr)
     results = {"settings": dataclasses.asdict(cfg.engine), "scale": args.scale,
                "shards": args.shards, "runs": []}
+    if args.layouts:
+        results["layouts"] = run_layouts(root, base, cfg, questions, args.layouts.split(","))
+        print(json.dumps(results["layouts"], indent=1))
+        if args.json:
+            atomic_write_json(args.json, results)
+        if not args.policies:
+            return 0
     engine_sets = args.engine_set or [""]
     for engine_set in engine_sets:
         ecfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine))
@@ -228,7 +288,7 @@ def run_bench(args) -> int:
         t0 = time.time()
         engine = Engine(ecfg.model.path, ecfg.engine)
         start_s = round(time.time() - t0, 1)
-        floor = measure_floor(engine, ecfg, questions)
+        floor = measure_floor(engine, ecfg, questions, vocab)
         floor_s = floor_seconds(questions, ecfg, floor)
         for policy in args.policies.split(","):
             r = run_policy(root, base, ecfg, questions, policy, args.shards, engine)

@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--policies", default="document_set,round_robin,contiguous,random,no_reuse",
                     help="sharding policies to measure, comma-separated")
     sp.add_argument("--shards", type=int, default=4, help="shards per policy")
+    sp.add_argument("--layouts", default="",
+                    help="node layouts to time on the whole workload, replicas x TP, e.g. "
+                         "'4x1,2x2,1x4' (run before the policies; --policies '' skips those)")
     sp.add_argument("--run-dir", default=None,
                     help="take question and set lengths from this prepared run instead")
     sp.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE;...",

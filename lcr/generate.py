@@ -5,7 +5,8 @@
 Keys already in the shard's JSONL are skipped (a torn last line is ignored), units are fed
 to the engine document set by document set so each set's prefix stays in vLLM's cache, and
 `shard-0003.done` is written last. With engine.replicas = R > 1 the shard's sets are split
-between R engine processes, each on its own GPUs and writing its own part file.
+between R engine processes, each on its own GPUs and writing its own part file. A full or
+read-only disk stops the shard with one line that says how many records are kept.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-from lcr.config import Config
-from lcr.io import ShardWriter, read_done, read_jsonl, sha256_file, write_done
+from lcr.config import Config, ConfigError
+from lcr.data import DataError
+from lcr.io import (
+    LockedError,
+    ShardWriter,
+    StorageError,
+    read_done,
+    read_jsonl,
+    sha256_file,
+    write_done,
+)
 from lcr.plan import _pack, units_cost
 from lcr.prepare import load_prepared, load_prompt_ids
 from lcr.rundir import RunDir
@@ -75,11 +85,14 @@ class Progress:
     def __init__(self, label: str, total: int, already: int):
         self.label, self.total, self.done = label, total, already
         self.start = time.time()
+        self.engine_start_s = 0.0
         self.prompt = self.cached = self.output = 0
 
     def add(self, records: list[dict]) -> None:
         self.done += len(records)
         for r in records:
+            if r.get("status") != "ok":
+                continue
             self.prompt += r.get("prompt_tokens") or 0
             self.cached += r.get("cached_tokens") or 0
             self.output += r.get("output_tokens") or 0
@@ -95,6 +108,7 @@ class Progress:
         dt = time.time() - self.start
         return {
             "elapsed_s": round(dt, 3),
+            "engine_start_s": self.engine_start_s,
             "prompt_tokens": self.prompt,
             "cached_tokens": self.cached,
             "output_tokens": self.output,
@@ -162,7 +176,9 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
         for i in range(0, len(sets), step):
             batch = [u for s in sets[i:i + step] for u in by_set[s]]
             if engine is None:
+                t_start = time.time()
                 engine = (engine_factory or _default_engine)(cfg)
+                progress.engine_start_s = round(time.time() - t_start, 3)
             prompts = [load_prompt_ids(run_dir, qinfo[u["question_id"]]) for u in batch]
             params = [engine.params(cfg.sampling, seed=u["seed"] * 1000 + u["sample"])
                       for u in batch]
@@ -236,8 +252,14 @@ def run_shard(run_dir: str | Path, shard: int, part: int | None = None,
     if part is not None and shard_done(rd, spec, part, units):
         return shard_done(rd, spec, part, units)
     out = rd.generate_file(shard, part)
-    info = run_units(rd, cfg, shard, part, units, out, engine_factory)
-    write_done(rd.generate_done(shard, part), info)
+    try:
+        info = run_units(rd, cfg, shard, part, units, out, engine_factory)
+        write_done(rd.generate_done(shard, part), info)
+    except StorageError as e:
+        kept = len(shard_records(rd, shard, rd.run_hash()))
+        raise StorageError(e.path, e.action, e, (
+            f"; the {kept} record(s) already written are kept; free space (or make "
+            f"{e.path.parent} writable) and run `lcr rerun {rd.path}`")) from e
     return info
 
 
@@ -278,7 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part", type=int, default=None, help="replica part (set by the parent)")
     p.add_argument("--parts", type=int, default=None, help="number of replica parts")
     args = p.parse_args(argv)
-    info = run_shard(args.run_dir, args.shard, args.part, args.parts)
+    try:
+        info = run_shard(args.run_dir, args.shard, args.part, args.parts)
+    except LockedError as e:
+        print(f"lcr generate: {e}", file=sys.stderr, flush=True)
+        return 3
+    except (StorageError, ConfigError, DataError, FileNotFoundError) as e:
+        print(f"lcr generate: error: {e}", file=sys.stderr, flush=True)
+        return 2
     print(json.dumps({k: v for k, v in info.items() if k != "parts"}), flush=True)
     return 0
 
