@@ -10,12 +10,13 @@ so round-robin spreads long and short answers evenly. A shard appends one verdic
 to judge[-OUT]/shard-K.jsonl, skips keys already judged on a restart, and writes
 shard-K.done last. A failed or empty generation is INCORRECT without asking the judge.
 
-Backends: `vllm` (offline engine), `openai` (any OpenAI-compatible endpoint, stdlib HTTP,
-retries with backoff, Retry-After honoured) and `exact` (offline criteria match). Verdicts
-are cached in RUN_DIR/judge-cache.jsonl by (key, response sha256, official-answer sha256,
-judge model, prompt, backend), so re-judging unchanged answers costs nothing. Endpoint
-failures are never cached: the unit is INVALID with a reason, and a batch in which every
-request failed (the endpoint is down) stops the shard with an error instead.
+Backends (lcr.backends): `vllm` (offline engine), `openai` (any OpenAI-compatible endpoint,
+stdlib HTTP, retries with backoff, Retry-After honoured) and `exact` (offline criteria match);
+replies are read by lcr.verdict.parse_verdict. Verdicts are cached in RUN_DIR/judge-cache.jsonl
+by (key, response sha256, official-answer sha256, judge model, prompt, backend), so re-judging
+unchanged answers costs nothing. Endpoint failures are never cached: the unit is INVALID with a
+reason, and a batch in which every request failed (the endpoint is down) stops the shard with
+an error instead.
 
 The judge settings of an output folder are kept in judge[-OUT]/settings.json; a later call
 that changes the judge's identity (backend, model, prompt, shards) for that folder is refused.
@@ -24,7 +25,6 @@ that changes the judge's identity (backend, model, prompt, shards) for that fold
 from __future__ import annotations
 
 import argparse
-import email.utils
 import fcntl
 import hashlib
 import json
@@ -32,15 +32,19 @@ import os
 import re
 import sys
 import time
-import unicodedata
-import urllib.error
-import urllib.request
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
+from lcr.backends import (  # noqa: F401 (the backends were defined here: re-exported)
+    BACKENDS,
+    ExactBackend,
+    Item,
+    Judged,
+    OpenAIBackend,
+    VllmBackend,
+    judge_model_name,
+    make_backend,
+)
 from lcr.config import Config, ConfigError, _apply, parse_override, validate
 from lcr.io import (
     ShardWriter,
@@ -55,6 +59,7 @@ from lcr.io import (
 from lcr.prepare import load_prepared
 from lcr.prompts import judge_messages, protocol_for_revision
 from lcr.rundir import RunDir
+from lcr.verdict import exact_verdict, parse_verdict  # noqa: F401 (exact_verdict: re-exported)
 
 IDENTITY = ("backend", "model", "prompt", "shards")  # judge keys fixed per output folder
 OVERRIDABLE = ("judge", "engine")  # sections `--set` may change on an existing run
@@ -68,354 +73,6 @@ class JudgeError(RuntimeError):
 
 class EndpointError(JudgeError):
     """The judge endpoint failed every request of a batch: down, wrong URL, model or key."""
-
-
-# ----------------------------------------------------------------------------- verdict parsing
-
-_THINK = re.compile(r"<(think|thinking|reasoning)>.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"</(?:think|thinking|reasoning)\s*>", re.IGNORECASE)
-_THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>", re.IGNORECASE)
-_MARKDOWN = re.compile(r"[*_`#>~]+")
-_PHRASE = r"not\s+incorrect|not\s+correct|incorrect|correct"
-_LABEL = re.compile(
-    rf"\b(?:final\s+)?(?:verdict|judge?ment|assessment|grade)\b[\s:=\-\"'(\[]*"
-    rf"(?:is\b[\s:\-\"'(\[]*)?({_PHRASE})\b",
-    re.IGNORECASE,
-)
-_LEADING = re.compile(rf"^({_PHRASE})(?:\s*[.!:;,\-–—)]|$)", re.IGNORECASE)  # "Incorrect. The ..."
-_UPPER = re.compile(r"\b(NOT\s+INCORRECT|NOT\s+CORRECT|INCORRECT|CORRECT)\b")
-_JSON_KEYS = ("verdict", "judgment", "judgement", "grade")
-
-
-def _word(phrase: str) -> str:
-    """A verdict phrase -> CORRECT / INCORRECT, anything else (e.g. NOT INCORRECT) AMBIGUOUS."""
-    norm = " ".join(_MARKDOWN.sub("", phrase).strip().strip(".!\"' ").upper().split())
-    return {"CORRECT": "CORRECT", "INCORRECT": "INCORRECT", "NOT CORRECT": "INCORRECT"}.get(
-        norm, "AMBIGUOUS")
-
-
-def strip_reasoning(text: str) -> str:
-    """The text outside <think>...</think> blocks (an unclosed block runs to the end)."""
-    text = _THINK.sub("\n", text)
-    closes = list(_THINK_CLOSE.finditer(text))
-    if closes:  # the opening tag was in the chat template
-        text = text[closes[-1].end():]
-    opened = _THINK_OPEN.search(text)
-    return text[:opened.start()] if opened else text
-
-
-def _json_verdicts(obj) -> list[str]:
-    out = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if isinstance(k, str) and k.strip().lower() in _JSON_KEYS:
-                out.append(_word(v) if isinstance(v, str) else "AMBIGUOUS")
-            elif isinstance(v, (dict, list)):
-                out += _json_verdicts(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            out += _json_verdicts(v)
-    return out
-
-
-def _json_claims(text: str) -> tuple[list[str], str]:
-    """Verdicts of the JSON objects in `text` that have a verdict key, and the text without them."""
-    decoder = json.JSONDecoder()
-    claims, rest, last = [], [], 0
-    pos = text.find("{")
-    while pos != -1:
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except ValueError:
-            pos = text.find("{", pos + 1)
-            continue
-        found = _json_verdicts(obj)
-        if found:
-            claims += found
-            rest.append(text[last:pos])
-            last = end
-        pos = text.find("{", end)
-    rest.append(text[last:])
-    return claims, "\n".join(rest)
-
-
-def _line_claims(plain: str) -> list[str]:
-    """Labelled verdicts ("Verdict: X") and lines that are, or start with, a verdict."""
-    claims = [_word(m.group(1)) for m in _LABEL.finditer(plain)]
-    for line in plain.splitlines():
-        m = _LEADING.match(line.strip().strip("\"'()[]{}").strip())
-        if m:
-            claims.append(_word(m.group(1)))
-    return claims
-
-
-def parse_verdict(text: str) -> str:
-    """A judge's reply -> "CORRECT" | "INCORRECT" | "INVALID"; ambiguous replies are INVALID.
-
-    Reasoning blocks are ignored. Claims are JSON verdicts, labelled verdicts, and lines that
-    are (or start with) a verdict word; only without any of these do upper-case CORRECT /
-    INCORRECT in prose count. All claims must agree; lower-case prose alone never counts
-    ("is not entirely correct" must not read as CORRECT).
-    """
-    if not isinstance(text, str):
-        return "INVALID"
-    claims, rest = _json_claims(strip_reasoning(text))
-    plain = _MARKDOWN.sub("", rest)
-    claims += _line_claims(plain)
-    if not claims:
-        claims = [_word(m) for m in _UPPER.findall(plain)]
-    found = set(claims)
-    if len(found) == 1 and "AMBIGUOUS" not in found:
-        return found.pop()
-    return "INVALID"
-
-
-# ----------------------------------------------------------------------------- exact matching
-
-_NUMBER = re.compile(
-    r"(?P<neg>(?<![^\s(\[])[-−])?(?P<cur>[$€£¥])?\s?(?<![\w.,])"
-    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\d,]\d)"
-    r"(?P<suf>\s*(?:%|percent\b|per\s*cent\b|percentage\s+points?\b|pp\b|thousand\b|"
-    r"million\b|billion\b|trillion\b|mn\b|bn\b|tn\b)|(?:k|m|b)\b)?",
-    re.IGNORECASE,
-)
-_SCALE = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "million": 1e6, "b": 1e9,
-          "bn": 1e9, "billion": 1e9, "tn": 1e12, "trillion": 1e12}
-_STOP = {"the", "and", "for", "with", "per", "cent", "percent", "percentage", "point", "points",
-         "usd", "eur", "gbp", "dollar", "dollars", "approximately", "about", "around", "roughly"}
-
-
-@dataclass
-class Number:
-    mantissa: float  # the number as written, sign included, scale word not applied
-    scale: float  # 1, 1e3, 1e6, ...
-    decimals: int  # digits after the decimal point as written
-    percent: bool
-
-    @property
-    def value(self) -> float:
-        return self.mantissa * self.scale
-
-
-def numbers(text: str) -> list[Number]:
-    """Numbers in text: thousands separators, currency symbols, %, scale words understood."""
-    out = []
-    for m in _NUMBER.finditer(unicodedata.normalize("NFKC", text)):
-        raw = m.group("num").replace(",", "")
-        suf = " ".join((m.group("suf") or "").lower().split())
-        sign = -1.0 if m.group("neg") else 1.0
-        out.append(Number(
-            mantissa=sign * float(raw),
-            scale=_SCALE.get(suf, 1.0),
-            decimals=len(raw.split(".")[1]) if "." in raw else 0,
-            percent=suf.startswith(("%", "percent", "per", "pp")),
-        ))
-    return out
-
-
-def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-
-
-def number_matches(want: Number, got: Number) -> bool:
-    """Same value (67.5% = 0.675), or `got` rounds to `want` at its written precision."""
-    wants = {want.value} | ({want.value / 100} if want.percent else set())
-    gots = {got.value} | ({got.value / 100} if got.percent else set())
-    if any(_close(a, b) for a in wants for b in gots):
-        return True
-    if want.decimals or want.scale > 1:  # "1.2 million" vs 1,234,567; not "12" vs 12.4
-        return _close(round(got.value / want.scale, want.decimals), want.mantissa)
-    return False
-
-
-_TOKEN = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|[^\W\d_]+")
-
-
-def _norm(text: str) -> str:
-    """Lower-case words and whole numbers ("12.4" stays one token, "1,234" becomes 1234)."""
-    tokens = _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
-    return " ".join(t.replace(",", "") for t in tokens)
-
-
-def criterion_found(criterion: str, response: str) -> bool:
-    """The criterion's text in the response, or all its numbers and content words."""
-    resp = _norm(response)
-    if f" {_norm(criterion)} " in f" {resp} ":
-        return True
-    want = numbers(criterion)
-    if not want:
-        return False
-    got = numbers(response)
-    if not all(any(number_matches(w, g) for g in got) for w in want):
-        return False
-    words = {w for w in _norm(_NUMBER.sub(" ", criterion)).split()
-             if len(w) > 2 and w.isalpha() and w not in _STOP}
-    return words <= set(resp.split())
-
-
-def exact_verdict(official: str, response: str) -> tuple[str, str]:
-    """(verdict, explanation): CORRECT when every `;`-separated criterion is found."""
-    criteria = [c.strip() for c in official.split(";") if c.strip()]
-    if not criteria:
-        return "INVALID", "the official answer has no criteria"
-    missing = [c for c in criteria if not criterion_found(c, response)]
-    if missing:
-        return "INCORRECT", f"{len(missing)}/{len(criteria)} criteria not found: " + " | ".join(
-            missing)
-    return "CORRECT", f"all {len(criteria)} criteria found"
-
-
-# ----------------------------------------------------------------------------- backends
-
-@dataclass
-class Item:
-    key: str
-    messages: list[dict]  # the judge prompt
-    official: str
-    candidate: str
-
-
-@dataclass
-class Judged:
-    raw: str = ""  # the judge's output text
-    verdict: str | None = None  # set by backends that decide without a text reply (exact)
-    error: str | None = None  # the judge gave no answer; never cached
-    fatal: bool = False  # the error says the endpoint is unusable, not this one request
-
-
-def judge_model_name(cfg: Config) -> str:
-    return "exact" if cfg.judge.backend == "exact" else cfg.judge.model
-
-
-class ExactBackend:
-    def __init__(self, cfg: Config):
-        self.model = judge_model_name(cfg)
-
-    def judge(self, items: list[Item]) -> list[Judged]:
-        out = []
-        for it in items:
-            verdict, raw = exact_verdict(it.official, it.candidate)
-            out.append(Judged(raw=raw, verdict=verdict))
-        return out
-
-
-class VllmBackend:
-    """The judge model in an offline vLLM engine; [judge] sizes override [engine]."""
-
-    def __init__(self, cfg: Config):
-        self.cfg, self.model, self.engine = cfg, cfg.judge.model, None
-
-    def judge(self, items: list[Item]) -> list[Judged]:
-        from lcr.engine import Engine
-
-        j = self.cfg.judge
-        if self.engine is None:  # started on first use: a fully cached shard needs no GPU
-            self.engine = Engine(
-                j.model, self.cfg.engine, tensor_parallel_size=j.tensor_parallel_size,
-                max_model_len=j.max_model_len,
-                kv_cache_memory_bytes=j.kv_cache_memory_bytes
-                or self.cfg.engine.kv_cache_memory_bytes,
-            )
-        greedy = SimpleNamespace(temperature=0.0, top_p=1.0, top_k=-1,
-                                 max_new_tokens=j.max_new_tokens)
-        params = self.engine.params(greedy, seed=0)
-        outs = self.engine.chat([it.messages for it in items], [params] * len(items))
-        return [Judged(raw=c.text, error=f"judge engine: {c.error}" if c.error else None)
-                for c in outs]
-
-
-class _RequestFailed(Exception):
-    def __init__(self, message: str, fatal: bool):
-        super().__init__(message)
-        self.fatal = fatal
-
-
-class OpenAIBackend:
-    """POST {base_url}/chat/completions, `concurrency` requests in flight, stdlib only.
-
-    Connection errors, timeouts, 429 and 5xx are retried `max_retries` times with exponential
-    backoff (Retry-After wins when sent). The API key is read from the environment at start,
-    sent only in the Authorization header, and cut out of every message.
-    """
-
-    def __init__(self, cfg: Config):
-        self.j = cfg.judge
-        self.model = cfg.judge.model
-        self.url = cfg.judge.base_url.rstrip("/") + "/chat/completions"
-        self._key = os.environ.get(self.j.api_key_env, "") if self.j.api_key_env else ""
-        if self.j.api_key_env and not self._key:
-            print(f"[judge] ${self.j.api_key_env} is not set: sending no Authorization header",
-                  file=sys.stderr, flush=True)
-
-    def redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
-
-    def judge(self, items: list[Item]) -> list[Judged]:
-        with ThreadPoolExecutor(max_workers=max(1, self.j.concurrency)) as pool:
-            return list(pool.map(self._one, items))
-
-    def _one(self, item: Item) -> Judged:
-        try:
-            return Judged(raw=self._request(item.messages))
-        except _RequestFailed as e:
-            return Judged(error=self.redact(f"POST {self.url}: {e}"), fatal=e.fatal)
-
-    def _request(self, messages: list[dict]) -> str:
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0,
-                           "max_tokens": self.j.max_new_tokens}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        last = ""
-        for attempt in range(self.j.max_retries + 1):
-            wait = self.j.backoff_s * 2 ** attempt
-            try:
-                request = urllib.request.Request(self.url, data=body, headers=headers)
-                with urllib.request.urlopen(request, timeout=self.j.timeout_s) as resp:
-                    reply = json.loads(resp.read().decode("utf-8"))
-                return reply["choices"][0]["message"].get("content") or ""
-            except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code} {e.reason}: {_error_body(e)}"
-                if e.code != 429 and e.code < 500:  # the request itself is wrong: no retry
-                    raise _RequestFailed(last, fatal=e.code in (401, 403, 404)) from None
-                wait = _retry_after(e.headers.get("Retry-After"), wait)
-            except (OSError, urllib.error.URLError) as e:  # refused, reset, timed out
-                last = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
-            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-                raise _RequestFailed(f"unreadable reply ({type(e).__name__}: {e})",
-                                     fatal=False) from None
-            if attempt < self.j.max_retries:
-                time.sleep(wait)
-        raise _RequestFailed(f"{last} (gave up after {self.j.max_retries + 1} attempts)",
-                             fatal=True)
-
-
-def _error_body(e: urllib.error.HTTPError) -> str:
-    try:
-        return e.read(300).decode("utf-8", "replace").strip() or "(empty body)"
-    except (OSError, ValueError):  # a broken error body must not hide the status code
-        return "(unreadable body)"
-
-
-def _retry_after(value: str | None, default: float) -> float:
-    """Seconds from a Retry-After header (seconds or an HTTP date), capped at 10 minutes."""
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return default
-    return min(max(seconds, 0.0), 600.0)
-
-
-BACKENDS = {"exact": ExactBackend, "vllm": VllmBackend, "openai": OpenAIBackend}
-
-
-def make_backend(cfg: Config):
-    return BACKENDS[cfg.judge.backend](cfg)
 
 
 # ----------------------------------------------------------------------------- settings

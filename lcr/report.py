@@ -10,6 +10,9 @@ pooled as distinct replicates (with a warning: that is honest only if they are i
 draws). A pooled report is written into the first run dir under the usual names; its `runs`
 field lists every dir that went into it. With `out=NAME` (verdicts judged with `--out NAME`)
 the verdicts are read from verdicts-NAME.jsonl and the files are named report-NAME.*.
+
+The judge (model, prompt, backend) is the one named in the verdict records, which must agree
+within a file; config.toml is used only for a field the records lack.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ POOL_KEYS = (
 # What must agree for two runs to be compared: the questions and the judge, not the model.
 COMPARE_KEYS = ("judge.model", "judge.prompt", "judge.backend", "data.revision", "data.source")
 REQUIRED = ("key", "question_id", "seed", "sample", "document_set_id", "verdict")
+# The judge is whoever wrote the verdicts (a re-judge with --out differs from config.toml).
+# Backend first: a missing judge_model of the exact backend is "exact", not [judge].model.
+JUDGE_FIELDS = {"judge.backend": "judge_backend", "judge.model": "judge_model",
+                "judge.prompt": "judge_prompt"}
 
 
 class ReportError(ValueError):
@@ -50,20 +57,43 @@ def _get(cfg: Config, dotted: str):
     return getattr(getattr(cfg, section), key)
 
 
-def config_differences(first: Config, other: Config, keys=POOL_KEYS) -> list[str]:
-    return [
-        f"{k} differs ({_get(first, k)!r} vs {_get(other, k)!r})"
-        for k in keys
-        if _get(first, k) != _get(other, k)
-    ]
+def verdict_judge(records: list[dict], path: Path, cfg: Config) -> tuple[dict, list[str]]:
+    """The judge named in the verdict records (one per file), and warnings for the fields no
+    record has, which are taken from config.toml."""
+    judge, warnings = {}, []
+    for dotted, field in JUDGE_FIELDS.items():
+        values = {rec.get(field) for rec in records}
+        if len(values) > 1:
+            shown = ", ".join(sorted(repr(v) for v in values))
+            raise ReportError(f"{path}: verdicts from more than one judge ({field}: {shown}); "
+                              "judge each into its own --out NAME")
+        value = values.pop()
+        if value is None:
+            value = _get(cfg, dotted)
+            if dotted == "judge.model" and judge["judge.backend"] == "exact":
+                value = "exact"  # no model judged: what lcr.judge writes for this backend
+            warnings.append(f"{path}: no {field} in the records; taken from config.toml "
+                            f"({value!r})")
+        judge[dotted] = value
+    return judge, warnings
 
 
-def check_same(runs: list[tuple[Path, Config]], keys, force: bool, verb: str) -> list[str]:
+def run_identity(cfg: Config, judge: dict) -> dict:
+    """What POOL_KEYS names for one run: model and data from config.toml, the judge from its
+    verdicts."""
+    return {k: judge[k] if k in judge else _get(cfg, k) for k in POOL_KEYS}
+
+
+def differences(first: dict, other: dict, keys=POOL_KEYS) -> list[str]:
+    return [f"{k} differs ({first[k]!r} vs {other[k]!r})" for k in keys if first[k] != other[k]]
+
+
+def check_same(runs: list[tuple[Path, dict]], keys, force: bool, verb: str) -> list[str]:
     """Raise ReportError on the first differing key unless force; return warnings if forced."""
     warnings = []
     first_dir, first = runs[0]
-    for path, cfg in runs[1:]:
-        diffs = config_differences(first, cfg, keys)
+    for path, ident in runs[1:]:
+        diffs = differences(first, ident, keys)
         if diffs and not force:
             raise ReportError(
                 f"cannot {verb} {path} with {first_dir}: {diffs[0]}; "
@@ -99,13 +129,12 @@ def load_verdicts(run_dir: str | Path, out: str = "") -> list[dict]:
     return read.records
 
 
-def load_units(run_dirs: list[Path], out: str = "", force: bool = False):
+def load_units(run_dirs: list[Path], per_run: list[list[dict]], force: bool = False):
     """Units of all runs, each tagged with its run index; plus pooling warnings."""
-    per_run = [load_verdicts(d, out) for d in run_dirs]
     warnings = []
     first_q = {r["question_id"] for r in per_run[0]}
     seeds_seen: dict[int, Path] = {}
-    for i, (d, records) in enumerate(zip(run_dirs, per_run)):
+    for d, records in zip(run_dirs, per_run):
         qids = {r["question_id"] for r in records}
         if qids != first_q:
             msg = (f"{d} and {run_dirs[0]} hold different questions ({len(qids - first_q)} "
@@ -133,20 +162,26 @@ def _as_list(run_dirs) -> list[Path]:
     return dirs
 
 
-def _load_runs(run_dirs, force: bool, out: str, keys=POOL_KEYS):
+def _load_runs(run_dirs, force: bool, out: str):
+    """Configs, verdicts and identities of runs pooled as seeds, checked to agree."""
     dirs = _as_list(run_dirs)
     loaded = [RunDir(d).load_config() for d in dirs]
-    runs = [(d, cfg) for d, (cfg, _) in zip(dirs, loaded)]
-    warnings = check_same(runs, keys, force, "pool")
-    units, more = load_units(dirs, out, force)
-    return dirs, loaded, units, warnings + more
+    per_run = [load_verdicts(d, out) for d in dirs]
+    idents, warnings = [], []
+    for d, (cfg, _), records in zip(dirs, loaded, per_run):
+        judge, more = verdict_judge(records, RunDir(d).verdicts_file(out), cfg)
+        idents.append(run_identity(cfg, judge))
+        warnings += more
+    warnings += check_same(list(zip(dirs, idents)), POOL_KEYS, force, "pool")
+    units, more = load_units(dirs, per_run, force)
+    return dirs, loaded, idents, units, warnings + more
 
 
 def build_report(
     run_dirs, force: bool = False, out: str = "", report_cfg: ReportSection | None = None
 ) -> dict:
     """The content of report.json for one run dir or several pooled as seeds."""
-    dirs, loaded, units, warnings = _load_runs(run_dirs, force, out)
+    dirs, loaded, idents, units, warnings = _load_runs(run_dirs, force, out)
     cfg = loaded[0][0]
     rc = report_cfg or cfg.report
     report = summarize(units, B=rc.bootstrap, level=rc.ci_level, seed=rc.seed)
@@ -160,10 +195,10 @@ def build_report(
         forced=force,
         model={"path": cfg.model.path, "system_prompt": cfg.model.system_prompt},
         judge={
-            "model": cfg.judge.model,
-            "prompt": cfg.judge.prompt,
-            "backend": cfg.judge.backend,
-            "models_in_verdicts": sorted({str(u.get("judge_model")) for u in units}),
+            "model": idents[0]["judge.model"],
+            "prompt": idents[0]["judge.prompt"],
+            "backend": idents[0]["judge.backend"],
+            "models_in_verdicts": sorted({ident["judge.model"] for ident in idents}),
         },
         data={"source": cfg.data.source, "revision": cfg.data.revision},
         sampling=[{**dataclasses.asdict(c.sampling), "run_dir": str(d)} for d, (c, _) in zip(dirs, loaded)],
@@ -306,13 +341,15 @@ def render_png(r: dict, path: Path) -> None:
                "n": r["n_questions"]}
     cats = list(r["per_category"])
     lens = list(r["per_length_bucket"])
+    # A floor on the length panel's width: with one bucket and many categories it was too
+    # narrow for its title, which ran off the right edge.
     fig, axes = plt.subplots(
-        1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [len(cats) + 1, max(len(lens), 2)]}
+        1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [len(cats) + 1, max(len(lens), 3)]}
     )
     _bars(axes[0], ["overall"] + cats, [overall] + [r["per_category"][c] for c in cats],
           "per category", ["tab:orange"] + ["tab:blue"] * len(cats))
     _bars(axes[1], lens, [r["per_length_bucket"][b] for b in lens],
-          "per prompt length (tokens, K = 1,024)", ["tab:green"] * len(lens))
+          "per prompt length\n(tokens, K = 1,024)", ["tab:green"] * len(lens))
     axes[1].set_ylabel("")
     fig.suptitle(f"{r['model']['path']}: {r['summary']}\n"
                  f"bars: {level} cluster-bootstrap intervals over document sets", fontsize=9)
@@ -358,11 +395,11 @@ def compare_runs(
     The questions and the judge must agree (COMPARE_KEYS); the models may differ. With force,
     differing question sets are cut to the questions both hold.
     """
-    dirs_a, loaded_a, units_a, warnings = _load_runs(run_a, force, out)
-    dirs_b, loaded_b, units_b, more = _load_runs(run_b, force, out)
+    dirs_a, loaded_a, idents_a, units_a, warnings = _load_runs(run_a, force, out)
+    dirs_b, loaded_b, idents_b, units_b, more = _load_runs(run_b, force, out)
     cfg_a, cfg_b = loaded_a[0][0], loaded_b[0][0]
-    warnings += more + check_same([(dirs_a[0], cfg_a), (dirs_b[0], cfg_b)], COMPARE_KEYS,
-                                  force, "compare")
+    warnings += more + check_same([(dirs_a[0], idents_a[0]), (dirs_b[0], idents_b[0])],
+                                  COMPARE_KEYS, force, "compare")
     scores_a, scores_b = question_scores(units_a), question_scores(units_b)
     if set(scores_a) != set(scores_b):
         msg = (f"A and B hold different questions ({len(set(scores_a) - set(scores_b))} only "

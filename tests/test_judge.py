@@ -1,4 +1,5 @@
-"""The judge stage without a model: verdict parsing, the exact backend, shards, resume, cache."""
+"""The judge stage without a model: verdict parsing (lcr.verdict), the exact backend, shards,
+resume, cache."""
 
 import json
 
@@ -10,18 +11,17 @@ from lcr.io import read_jsonl, sha256_text
 from lcr.judge import (
     ExactBackend,
     JudgeError,
-    exact_verdict,
     finalize_verdicts,
     judge_config,
     judge_run,
     judge_shard,
-    parse_verdict,
     run_judge_cli,
     shard_units,
 )
 from lcr.merge import merge_run
 from lcr.plan import plan_units
 from lcr.rundir import RunDir
+from lcr.verdict import exact_verdict, parse_verdict
 
 C, I, X = "CORRECT", "INCORRECT", "INVALID"
 
@@ -119,6 +119,17 @@ EXACT_CASES = [
 @pytest.mark.parametrize("official,response,want", EXACT_CASES)
 def test_exact_verdict(official, response, want):
     assert exact_verdict(official, response)[0] == want
+
+
+def test_moved_names_stay_importable_from_judge():
+    import lcr.backends
+    import lcr.judge
+    import lcr.verdict
+
+    assert lcr.judge.parse_verdict is lcr.verdict.parse_verdict
+    assert lcr.judge.exact_verdict is lcr.verdict.exact_verdict
+    for name in ("ExactBackend", "VllmBackend", "OpenAIBackend", "make_backend", "BACKENDS"):
+        assert getattr(lcr.judge, name) is getattr(lcr.backends, name), name
 
 
 class Counting:

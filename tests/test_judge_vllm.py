@@ -83,7 +83,7 @@ def test_endpoint_down_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 def test_vllm_judge_on_cpu(tmp_path):
     rd, cfg, plan = make_run(
-        tmp_path, n_questions=4, seeds=(0, 1), backend="vllm", model=str(tiny_model()),
+        tmp_path, n_questions=4, seeds=(0, 1), backend="vllm", model="tiny",  # lcr.tinymodel
         tensor_parallel_size=1, max_model_len=4096, kv_cache_memory_bytes=64 << 20,
         max_new_tokens=16)
     failed = plan_units(plan)[0]
@@ -104,6 +104,7 @@ def test_vllm_judge_on_cpu(tmp_path):
         assert "error" in by_key[failed["key"]]["reason"]
         judged = [v for v in verdicts if v["key"] != failed["key"]]
         assert all(v["judge_backend"] == "vllm" and v["judge_prompt"] == "v1.1" for v in judged)
+        assert all(v["judge_model"] == "tiny" for v in judged)  # the name, not a cache path
         assert all(isinstance(v["raw"], str) and v["raw"] for v in judged)
         assert info["n_judge_errors"] == 0
         # a second judge of the same answers is served from the cache: no engine call

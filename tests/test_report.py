@@ -8,6 +8,7 @@ import pytest
 
 from lcr.config import Config, ReportSection
 from lcr.io import atomic_write_jsonl
+from lcr.judge import identity
 from lcr.report import (
     ReportError,
     build_report,
@@ -36,16 +37,16 @@ def records(seeds=(0,), p=0.3, rng_seed=0, invalid=0, n_questions=100, n_sets=30
                 "key": f"q{i:03d}:{seed}:0", "question_id": f"q{i:03d}", "seed": seed,
                 "sample": 0, "document_set_id": f"set{s:02d}",
                 "document_category": CATEGORIES[s % 5], "verdict": verdict, "status": "ok",
-                "prompt_tokens": 70_000 + 2_000 * s, "judge_model": "exact",
-                "judge_prompt": "v1.1", "raw": verdict,
+                "prompt_tokens": 70_000 + 2_000 * s, "raw": verdict,
             })
     for r in out[:invalid]:
         r["verdict"] = "INVALID"
     return out
 
 
-def make_run(tmp_path, name, recs, out="", **settings):
-    """A run dir with config.toml (settings as 'section.key' -> value) and its verdicts."""
+def make_run(tmp_path, name, recs, out="", stamp=True, **settings):
+    """A run dir with config.toml (settings as 'section__key' -> value) and its verdicts,
+    stamped (where a record does not say) with the config's judge as lcr.judge writes it."""
     cfg = Config()
     cfg.run.name, cfg.run.root = name, str(tmp_path)
     cfg.report = ReportSection(bootstrap=1000, ci_level=0.95, seed=0)
@@ -56,8 +57,14 @@ def make_run(tmp_path, name, recs, out="", **settings):
     path.mkdir()
     (path / "config.toml").write_text(config_toml(cfg))
     if recs is not None:
-        atomic_write_jsonl(RunDir(path).verdicts_file(out), recs)
+        judge = identity(cfg) if stamp else {}
+        atomic_write_jsonl(RunDir(path).verdicts_file(out), [{**judge, **r} for r in recs])
     return path
+
+
+def judged_by(recs, model, prompt="v1.1", backend="openai"):
+    return [{**r, "judge_model": model, "judge_prompt": prompt, "judge_backend": backend}
+            for r in recs]
 
 
 def test_report_writes_json_md_png_and_prints_summary(tmp_path):
@@ -241,3 +248,49 @@ def test_compare_needs_same_judge_and_questions(tmp_path):
     with pytest.raises(ReportError, match="different questions"):
         compare_runs(a, c)
     assert compare_runs(a, c, force=True)["n_questions"] == 50
+
+
+def test_the_judge_is_read_from_the_verdicts_of_the_out_folder(tmp_path):
+    run = make_run(tmp_path, "r", judged_by(records(), "judge-a"),
+                   judge__backend="openai", judge__model="judge-a")
+    atomic_write_jsonl(RunDir(run).verdicts_file("alt"),
+                       judged_by(records(), "judge-b", backend="vllm"))
+    assert build_report([run])["judge"]["model"] == "judge-a"
+    run_report([run], out="alt")
+    report = json.loads((run / "report-alt.json").read_text())
+    assert report["judge"] == {"model": "judge-b", "prompt": "v1.1", "backend": "vllm",
+                               "models_in_verdicts": ["judge-b"]}
+    assert "judge `judge-b` (vllm, prompt v1.1)" in (run / "report-alt.md").read_text()
+    assert "judge-a" not in (run / "report-alt.md").read_text()
+    assert not report["warnings"]
+
+
+def test_pooling_verdicts_of_different_judges_is_an_error_unless_forced(tmp_path):
+    a = make_run(tmp_path, "a", judged_by(records(seeds=(0,)), "judge-a"))
+    b = make_run(tmp_path, "b", judged_by(records(seeds=(1,)), "judge-b"))  # same config.toml
+    with pytest.raises(ReportError, match=r"judge.model differs \('judge-a' vs 'judge-b'\)"):
+        build_report([a, b])
+    report = build_report([a, b], force=True)
+    assert report["judge"]["models_in_verdicts"] == ["judge-a", "judge-b"]
+    assert any("judge.model differs" in w for w in report["warnings"])
+    with pytest.raises(ReportError, match="judge.model differs"):
+        compare_runs(a, b)
+
+
+def test_judge_fields_must_be_uniform_within_a_file(tmp_path):
+    recs = judged_by(records(), "judge-a")
+    recs[7]["judge_model"] = "judge-b"
+    run = make_run(tmp_path, "r", recs)
+    with pytest.raises(ReportError, match=r"verdicts\.jsonl: verdicts from more than one judge "
+                                          r"\(judge_model: 'judge-a', 'judge-b'\)"):
+        build_report([run])
+
+
+def test_records_without_judge_fields_fall_back_to_the_config(tmp_path):
+    run = make_run(tmp_path, "exact", records(), stamp=False, judge__backend="exact")
+    report = build_report([run])
+    # no model judged: the [judge].model (a Qwen name by default) is not shown
+    assert (report["judge"]["model"], report["judge"]["backend"]) == ("exact", "exact")
+    assert any("no judge_model in the records" in w for w in report["warnings"])
+    run = make_run(tmp_path, "vllm", records(), stamp=False)
+    assert build_report([run])["judge"]["model"] == Config().judge.model
