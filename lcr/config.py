@@ -70,12 +70,13 @@ class ShardsSection:
 @dataclass
 class CostSection:
     # Planner cost model, seconds on one GPU. A prefill of L tokens costs
-    # L / prefill_tok_s * (1 + L / attn_tokens); fitted to 32,768 tokens in 1.21 s and
-    # 100,000 tokens in 6.6 s on an H100 (vLLM 0.26, Llama-3.1-8B shapes).
-    prefill_tok_s: float = 43944.0  # linear prefill rate at short context
-    attn_tokens: float = 52623.0  # context length at which attention doubles prefill cost
-    decode_tok_s: float = 250.0  # decode tokens/s per unit, amortised over a set's batch
-    engine_start_s: float = 75.0  # engine start: load, compile, CUDA graphs
+    # L / prefill_tok_s * (1 + L / attn_tokens). Fitted by `lcr bench` (vLLM 0.26, Llama-3.1-8B
+    # shapes, one H200, 2026-11-27): 32,768 tokens in 1.17 s, 100,019 tokens in 6.37 s; a set's
+    # 4 answers of 128 tokens at 100K context decode in 1.78 s. README "Performance" has more.
+    prefill_tok_s: float = 45235.0  # linear prefill rate at short context
+    attn_tokens: float = 53150.0  # context length at which attention doubles prefill cost
+    decode_tok_s: float = 300.0  # decode tokens/s per unit, amortised over a set's batch
+    engine_start_s: float = 60.0  # engine start: load, compile, CUDA graphs (43-73 s seen)
 
 
 @dataclass

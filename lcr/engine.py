@@ -61,12 +61,13 @@ def engine_kwargs(model: str, e: EngineSection, **overrides) -> dict:
 
 class Engine:
     def __init__(self, model: str, e: EngineSection, **overrides):
-        import torch
-
-        if not torch.cuda.is_available():
-            # CPU build: an in-process engine starts in seconds instead of spawning a core.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # CPU build: an in-process engine starts in seconds instead of spawning a core.
+            # (No torch.cuda probe here: it would initialise CUDA before vLLM forks.)
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
         self.kwargs = engine_kwargs(model, e, **overrides)
         log.info("starting vLLM engine: %s", self.kwargs)

@@ -120,7 +120,9 @@ def test_failed_shard_status_then_rerun_only_that_shard(tmp_path):
 
 
 def test_time_limit_requeues_and_resumes_without_loss(tmp_path):
-    submit(tmp_path, "requeue", "shards.count=1", "slurm.time=1", "slurm.signal_delay_s=40",
+    # 2-minute limit, warned 60 s ahead: each incarnation gets about a minute of work, and the
+    # shard needs about two (42 units, 2.5 s each), so it must requeue and resume at least once.
+    submit(tmp_path, "requeue", "shards.count=1", "slurm.time=2", "slurm.signal_delay_s=60",
            "debug.unit_delay_s=2.5")
     rd = RunDir(tmp_path / "requeue")
     (gen,) = job_ids(rd, "generate")
