@@ -266,11 +266,10 @@ def run_bench(args) -> int:
     base.path.mkdir(parents=True, exist_ok=True)
     vocab = json.loads((Path(cfg.model.path) / "config.json").read_text())["vocab_size"]
     write_workload(base, questions, vocab)
-    print(f"workload: {len(questions)} questions over "
-          f"{len({q['document_set_id'] for q in questions})} sets, "
-          f"{sum(q['shared_prefix_tokens'] for q in {q['document_set_id']: q for q in questions}.values()):,}"
-          f" unique document tokens, {cfg.sampling.max_new_tokens} output tokens per unit",
-          file=sys.stderr)
+    first_of_set = {q["document_set_id"]: q for q in questions}.values()
+    print(f"workload: {len(questions)} questions over {len(first_of_set)} sets, "
+          f"{sum(q['shared_prefix_tokens'] for q in first_of_set):,} unique document tokens, "
+          f"{cfg.sampling.max_new_tokens} output tokens per unit", file=sys.stderr)
     results = {"settings": dataclasses.asdict(cfg.engine), "scale": args.scale,
                "shards": args.shards, "runs": []}
     if args.layouts:
@@ -319,8 +318,9 @@ def bench_table(results: dict) -> str:
     ds = {r["engine_set"]: r["gpu_s"] for r in results["runs"] if r["policy"] == "document_set"}
     for r in results["runs"]:
         if r["policy"] != "document_set" and r["engine_set"] in ds:
-            lines.append(f"{r['engine_set']}: document_set is {r['gpu_s'] / ds[r['engine_set']]:.2f}x "
-                         f"cheaper than {r['policy']}")
+            ratio = r["gpu_s"] / ds[r["engine_set"]]
+            lines.append(f"{r['engine_set']}: document_set is {ratio:.2f}x cheaper than "
+                         f"{r['policy']}")
     for f in results.get("floor", []):
         lines.append(f"floor measurements ({f['engine_set']}): " + json.dumps(f))
     return "\n".join(lines)

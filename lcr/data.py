@@ -63,11 +63,9 @@ def repair_name(name: str) -> str:
 
 def read_csv(path: Path) -> list[dict]:
     """Rows of the dataset CSV; a missing column or malformed row names the file and line."""
-    try:
-        f = open(path, newline="", encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: dataset CSV not found") from None
-    with f:
+    if not path.is_file():
+        raise DataError(f"{path}: dataset CSV not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -8,7 +8,7 @@ The texts live in lcr/protocol/*.txt, copied from the dataset card (see aa-lcr-p
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 JUDGE_PROTOCOLS = ("v1.0", "v1.1")
@@ -27,7 +27,7 @@ REASONING_SYSTEM_PROMPT = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def protocol_text(name: str) -> str:
     """One of candidate, judge-v1.0, judge-v1.1-system, judge-v1.1-user."""
     return resources.files("lcr").joinpath(f"protocol/{name}.txt").read_text(encoding="utf-8")

@@ -201,7 +201,8 @@ def build_report(
             "models_in_verdicts": sorted({ident["judge.model"] for ident in idents}),
         },
         data={"source": cfg.data.source, "revision": cfg.data.revision},
-        sampling=[{**dataclasses.asdict(c.sampling), "run_dir": str(d)} for d, (c, _) in zip(dirs, loaded)],
+        sampling=[{**dataclasses.asdict(c.sampling), "run_dir": str(d)}
+                  for d, (c, _) in zip(dirs, loaded)],
         run_meta=[
             {"run_dir": str(d), "git": meta.get("git", {}),
              "generation_hash": meta.get("generation_hash", "")}

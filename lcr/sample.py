@@ -127,7 +127,7 @@ def build_rows_and_documents(seed: int = 0):
 class _RawNameInfo(zipfile.ZipInfo):
     """Writes the name's bytes as given, without the UTF-8 flag, as AA-LCR's archive does."""
 
-    def _encodeFilenameFlags(self):  # noqa: N802 - zipfile's own name
+    def _encodeFilenameFlags(self):
         return self.filename.encode("cp437"), self.flag_bits
 
 
@@ -144,7 +144,8 @@ def write_snapshot(folder: Path, seed: int = 0) -> None:
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
         for name, text in sorted(documents.items()):
             # UTF-8 bytes seen through cp437: exactly what zipfile reads back from AA-LCR's zip
-            info = _RawNameInfo(name.encode("utf-8").decode("cp437"), date_time=(2025, 1, 1, 0, 0, 0))
+            raw_name = name.encode("utf-8").decode("cp437")
+            info = _RawNameInfo(raw_name, date_time=(2025, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, text)
 

@@ -2,7 +2,7 @@
 
     from slurm_cluster import ensure_cluster, unavailable_reason, sbatch, wait_for_job
 
-    env = ensure_cluster()          # {"SLURM_CONF": "/tmp/lcr-slurm/slurm.conf"}, also in os.environ
+    env = ensure_cluster()          # {"SLURM_CONF": ".../slurm.conf"}, also in os.environ
     job = sbatch("--wrap", "true")  # job id as a string
     wait_for_job(job)               # {"123": "COMPLETED"}
 

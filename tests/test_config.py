@@ -1,9 +1,9 @@
 """Configuration: TOML + --set overrides, loud errors that name the key."""
 
 import pytest
+from helpers import DEMO, REPO
 
 from lcr.config import ConfigError, load_config, parse_override, valid_keys
-from helpers import DEMO, REPO
 
 
 def test_shipped_jobs_load():

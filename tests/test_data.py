@@ -54,7 +54,7 @@ def test_extracts_once_beside_the_zip(snapshot):
 
 
 def test_answers_keep_their_criteria(snapshot):
-    q = [q for q in load_snapshot(snapshot) if ";" in q.answer][0]
+    q = next(q for q in load_snapshot(snapshot) if ";" in q.answer)
     assert len(q.criteria) == 2
 
 

@@ -40,7 +40,7 @@ def _shard_with(plan, predicate):
 
 
 def test_shard_generates_every_unit_once_with_prefix_hits(planned_demo, tmp_path, engine):
-    cfg, src, plan, questions = planned_demo
+    _, src, plan, _ = planned_demo
     rd = RunDir(copy_run(src.path, tmp_path))
     spec = _shard_with(plan, lambda s: "Company_01" in s["document_sets"])
     info = run_shard(rd.path, spec["index"], engine_factory=_factory(engine))
@@ -67,7 +67,7 @@ def test_shard_generates_every_unit_once_with_prefix_hits(planned_demo, tmp_path
 
 
 def test_same_seed_same_response(planned_demo, tmp_path, engine):
-    cfg, src, plan, _ = planned_demo
+    _, src, plan, _ = planned_demo
     spec = plan["shards"][1]
     runs = []
     for name in ("a", "b"):
@@ -107,11 +107,11 @@ def test_torn_last_line_is_tolerated(planned_demo, tmp_path, engine):
 
 
 def test_second_writer_is_refused(planned_demo, tmp_path, engine):
-    _, src, plan, _ = planned_demo
+    _, src, _, _ = planned_demo
     rd = RunDir(copy_run(src.path, tmp_path))
-    with ShardWriter(rd.generate_file(0)):
-        with pytest.raises(LockedError, match="being written by another process"):
-            run_shard(rd.path, 0, engine_factory=_factory(engine))
+    with ShardWriter(rd.generate_file(0)), pytest.raises(LockedError,
+                                                          match="being written by another"):
+        run_shard(rd.path, 0, engine_factory=_factory(engine))
     assert _records(rd, 0) == []
 
 
