@@ -165,3 +165,11 @@ def test_two_replicas_split_a_shard_exactly(planned_demo, tmp_path):
     sets = [{r["document_set_id"] for r in read_jsonl(p).records} for p in parts]
     assert not sets[0] & sets[1]  # whole document sets per replica
     assert info["records"] == len(spec["units"]) and rd.generate_done(spec["index"]).exists()
+
+
+def test_tiny_model_answers_a_chat_call(engine, planned_demo):
+    cfg = planned_demo[0]
+    outs = engine.chat([[{"role": "user", "content": "What was the revenue of Bada Kimo?"}]],
+                       [engine.params(cfg.sampling, seed=0)])
+    assert outs[0].error is None and outs[0].text and outs[0].output_tokens > 0
+    assert outs[0].prompt_tokens > 10
