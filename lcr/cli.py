@@ -184,8 +184,11 @@ HANDLERS = {
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from lcr.data import DataError
+    from lcr.io import StorageError
+    from lcr.slurm import SlurmError, StageError
 
-    errors: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
+    errors: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError,
+                                               StorageError, SlurmError)
     try:
         from lcr.report import ReportError
 
@@ -199,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     except LockedError as e:
         print(f"lcr {args.command}: {e}", file=sys.stderr)
         return 3
+    except StageError as e:  # the jobs' own errors, one line each, and the way on
+        print(f"lcr {args.command}: {e}", file=sys.stderr)
+        return 1
     except errors as e:
         print(f"lcr {args.command}: error: {e}", file=sys.stderr)
         return 2

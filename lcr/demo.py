@@ -1,6 +1,6 @@
 """`lcr demo`: the whole pipeline on the bundled sample data with a tiny local model.
 
-    lcr demo                      # local Slurm cluster if it can start, else submitit's local executor
+    lcr demo                      # local Slurm cluster if it starts, else the local executor
     lcr demo --executor local     # no Slurm at all
 
 The model has random weights, so it scores near zero: the demo shows the machinery (real vLLM
@@ -25,6 +25,8 @@ START_CLUSTER = REPO / "sbatch" / "local-cluster" / "start.sh"
 
 def start_local_cluster() -> tuple[bool, str]:
     """Start sbatch/local-cluster (root + Debian Slurm packages); export SLURM_CONF here."""
+    if shutil.which("sbatch") is None:  # a cluster we could start but never submit to
+        return False, "sbatch is not on PATH (apt-get install slurm-client)"
     if os.geteuid() != 0:
         return False, "not root"
     if not START_CLUSTER.exists():
@@ -55,14 +57,14 @@ def run_demo(executor: str = "auto", overrides: list[str] = (), config: str | No
         if ok:
             print(f"local Slurm cluster up ({why})")
             executor = "slurm"
-        elif executor == "slurm" and not slurm.slurm_available():
+        elif slurm.slurm_available():
+            executor = "slurm"  # a cluster that was already configured and answering
+        elif executor == "slurm":
             print(f"lcr demo: no Slurm: {why}", file=sys.stderr)
             return 2
-        elif not slurm.slurm_available():
+        else:
             print(f"no Slurm cluster ({why}); using submitit's local executor instead")
             executor = "local"
-        else:
-            executor = "slurm"
     cfg_path = config or DEMO_CONFIG
     overrides.append(f"slurm.executor={executor!r}")
     cfg = load_config(cfg_path, overrides)

@@ -5,6 +5,8 @@
     write_done(path.with_suffix(".done"), {"records": n})
 
 A reader never sees half a file; a torn last line after a kill is skipped and reported.
+A write the disk refuses (full, over quota, read-only) raises StorageError, whose message
+names the file and the reason; what was appended before it stays.
 """
 
 from __future__ import annotations
@@ -23,6 +25,25 @@ class LockedError(RuntimeError):
     """Another process is writing the same shard file."""
 
 
+# The disk, not the program, said no: the user can fix these and run again.
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class StorageError(OSError):
+    """A write the disk refused: `<path>: cannot <action> (<reason>)<detail>`, one line."""
+
+    def __init__(self, path: str | Path, action: str, err: OSError, detail: str = ""):
+        super().__init__(err.errno, err.strerror or str(err))
+        self.path, self.action, self.detail = Path(path), action, detail
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot {self.action} ({self.strerror}){self.detail}"
+
+
+def _disk_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) and not isinstance(e, StorageError) and e.errno in DISK_ERRNOS
+
+
 @dataclass
 class JsonlRead:
     records: list[dict] = field(default_factory=list)
@@ -32,19 +53,28 @@ class JsonlRead:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary name in the same folder, fsync, then rename over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if _disk_error(e):
+            raise StorageError(path, "write", e, "; free space (or make the folder writable) "
+                               "and run again") from e
+        raise
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if _disk_error(e):
+            raise StorageError(path, "write", e, "; the previous version, if any, is unchanged; "
+                               "free space (or make the folder writable) and run again") from e
         raise
 
 
@@ -107,6 +137,10 @@ def read_done(path: str | Path) -> dict | None:
         return None
 
 
+KEPT = ("; the records already written are kept; free space (or make the folder writable) "
+        "and run again")
+
+
 class ShardWriter:
     """Append-only JSONL writer holding an exclusive lock on `<path>.lock` while open.
 
@@ -119,7 +153,17 @@ class ShardWriter:
         self._lock_fd = None
         self._f = None
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
+        try:
+            self._open()
+        except BaseException as e:
+            self.__exit__()
+            if _disk_error(e):
+                raise StorageError(self.path, "open for appending", e, KEPT) from e
+            raise
+        return self
+
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -138,35 +182,48 @@ class ShardWriter:
             raise
         os.ftruncate(self._lock_fd, 0)
         os.write(self._lock_fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
-        self._f = open(self.path, "ab")
+        # Unbuffered: a failed write leaves nothing in a buffer for close() to retry.
+        self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed in __exit__)
         if self._f.tell() > 0:
             with open(self.path, "rb") as r:
                 r.seek(-1, os.SEEK_END)
                 if r.read(1) != b"\n":
                     self._write(b"\n")
-        return self
 
     def _write(self, data: bytes) -> None:
-        self._f.write(data)
-        self._f.flush()
+        view = memoryview(data)
+        while view:
+            view = view[self._f.write(view):]
         os.fsync(self._f.fileno())
 
     def append_many(self, records) -> None:
         data = b"".join(
             (json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records
         )
-        if data:
+        if not data:
+            return
+        try:
             self._write(data)
+        except OSError as e:
+            if _disk_error(e):
+                raise StorageError(self.path, "append", e, KEPT) from e
+            raise
 
     def append(self, record: dict) -> None:
         self.append_many([record])
 
     def __exit__(self, *exc) -> None:
         if self._f is not None:
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError:
+                if exc and exc[0] is None:
+                    raise  # nothing else is being reported: this is the error
+            self._f = None
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def _read_lock_holder(lock_path: Path) -> str:

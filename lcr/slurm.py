@@ -6,7 +6,9 @@
 
 Finished work is read from each stage's outputs (`.done` markers), never from Slurm's memory;
 Slurm's states (through sacct) only say why something is not done. Every job is
-Checkpointable: on time-out or preemption it requeues and resumes from its JSONL.
+Checkpointable: on time-out or preemption it requeues and resumes from its JSONL. When Slurm
+is absent or does not answer, commands say so in one line; `lcr status` still answers from
+the files.
 """
 
 from __future__ import annotations
@@ -19,12 +21,21 @@ import time
 from pathlib import Path
 
 import submitit
+from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from lcr.config import Config, ConfigError, load_config
-from lcr.io import atomic_write_json, atomic_write_text, read_done, read_jsonl
+from lcr.io import StorageError, atomic_write_json, atomic_write_text, read_done, read_jsonl
 from lcr.rundir import RunDir, config_toml
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+
+
+class SlurmError(RuntimeError):
+    """Slurm is there but did not take the jobs (controller down, sbatch refused)."""
+
+
+class StageError(RuntimeError):
+    """Jobs of a stage run by the local executor failed; the message lists them."""
 
 
 # ---- the jobs -------------------------------------------------------------------------------
@@ -66,14 +77,32 @@ class ReportJob(submitit.helpers.Checkpointable):
 
 # ---- executors --------------------------------------------------------------------------------
 
-def slurm_available() -> bool:
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        return False
+def _why(e: BaseException, what: str) -> str:
+    """One line saying why a Slurm command failed."""
+    if isinstance(e, subprocess.TimeoutExpired):
+        return f"{what} did not answer within {e.timeout:.0f} s"
+    if isinstance(e, subprocess.CalledProcessError):
+        err = e.stderr or e.stdout or ""
+        err = err.decode(errors="replace") if isinstance(err, bytes) else err
+        lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+        return f"{what} failed: {lines[-1] if lines else f'exit code {e.returncode}'}"
+    return f"{what} failed: {e}"
+
+
+def slurm_problem() -> str | None:
+    """Why Slurm cannot take jobs from here (no client, controller not answering), or None."""
+    for tool in ("sbatch", "sinfo"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not on PATH"
     try:
-        subprocess.run(["sinfo", "-h"], capture_output=True, timeout=15, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return True
+        subprocess.run(["sinfo", "-h"], capture_output=True, text=True, timeout=15, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        return _why(e, "sinfo")
+    return None
+
+
+def slurm_available() -> bool:
+    return slurm_problem() is None
 
 
 def executor_kind(cfg: Config) -> str:
@@ -85,6 +114,14 @@ def executor_kind(cfg: Config) -> str:
             "slurm.executor = 'slurm' but sbatch is not on PATH; install the Slurm client, "
             "or use --set slurm.executor=local to run the stages on this machine"
         )
+    if kind == "slurm":
+        problem = slurm_problem()
+        if problem:
+            raise SlurmError(
+                f"slurm.executor = 'slurm' but the Slurm controller does not answer ({problem}); "
+                "check `sinfo` and SLURM_CONF, or use --set slurm.executor=local to run the "
+                "stages on this machine"
+            )
     return kind
 
 
@@ -135,18 +172,40 @@ def submit_chain(cfg: Config, run_dir: RunDir, gen_shards: list[int], judge_shar
                  need_merge: bool, kind: str, wait_for: list[str] = (), out: str = "",
                  judge_overrides: list[str] = ()) -> dict:
     """Submit the stages still needed, each depending on the one before; returns job ids."""
+    if kind == "local":
+        return _run_local(cfg, run_dir, gen_shards, judge_shards, need_merge, out,
+                          judge_overrides)
+    entries: list[dict] = []
+    try:
+        return _submit_stages(cfg, run_dir, gen_shards, judge_shards, need_merge, kind,
+                              list(wait_for), out, judge_overrides, entries)
+    except StorageError:
+        raise
+    except (OSError, subprocess.SubprocessError, FailedJobError, FailedSubmissionError) as e:
+        if entries:
+            _record_jobs(run_dir, entries)  # jobs already queued stay known to status, rerun
+        stages = [name for name, wanted in (("generate", gen_shards), ("merge", need_merge),
+                                            ("judge", judge_shards), ("report", True)) if wanted]
+        done = ", ".join(e_["stage"] for e_ in entries) or "nothing"
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise SlurmError(
+            f"sbatch failed for the {stages[len(entries)]} stage "
+            f"({lines[-1] if lines else type(e).__name__}); submitted before it: {done}. "
+            f"Nothing written is lost: fix the cause (`sinfo`, the [slurm] settings), then "
+            f"`lcr rerun {run_dir.path}` submits what is not done"
+        ) from e
+
+
+def _submit_stages(cfg: Config, run_dir: RunDir, gen_shards, judge_shards, need_merge: bool,
+                   kind: str, after: list[str], out: str, judge_overrides,
+                   entries: list[dict]) -> dict:
     rd = str(run_dir.path)
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     ids: dict = {}
-    entries = []
-    after = list(wait_for)
 
     def dep(kind_, ids_):
         return f"{kind_}:" + ":".join(ids_) if ids_ else ""
 
-    if kind == "local":
-        return _run_local(cfg, run_dir, gen_shards, judge_shards, need_merge, out,
-                          judge_overrides)
     if gen_shards:
         ex = make_executor(cfg, run_dir, "generate", kind, dep("afterany", after))
         jobs = ex.map_array(GenerateJob(), [rd] * len(gen_shards), gen_shards)
@@ -208,8 +267,8 @@ def _wait_local(jobs, stage: str) -> list:
         except Exception as e:  # report every failed task, then stop the chain
             failed.append(f"job {j.job_id}: {str(e).strip().splitlines()[-1]}")
     if failed:
-        raise RuntimeError(f"{stage} failed:\n  " + "\n  ".join(failed)
-                           + "\nFix the cause, then `lcr rerun RUN_DIR` finishes only the rest.")
+        raise StageError(f"{stage} failed:\n  " + "\n  ".join(failed)
+                         + "\nFix the cause, then `lcr rerun RUN_DIR` finishes only the rest.")
     return out
 
 
@@ -229,17 +288,23 @@ def pending_work(run_dir: RunDir, cfg: Config, out: str = "") -> dict:
             "report": not report.exists() or not run_dir.verdicts_file(out).exists()}
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id: state} from sacct (empty when Slurm is not reachable)."""
+def slurm_states(job_ids: list[str], problems: list[str] | None = None) -> dict[str, str]:
+    """{job id: state} from sacct (empty when Slurm is not reachable; `problems` says why)."""
     ids = [j for j in job_ids if j]
-    if not ids or shutil.which("sacct") is None:
+    if not ids:
+        return {}
+    if shutil.which("sacct") is None:
+        if problems is not None:
+            problems.append("sacct is not on PATH")
         return {}
     try:
         res = subprocess.run(
             ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
             capture_output=True, text=True, timeout=30, check=True,
         )
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as e:
+        if problems is not None:
+            problems.append(_why(e, "sacct"))
         return {}
     states = {}
     for line in res.stdout.splitlines():
@@ -324,13 +389,14 @@ def status_table(run_dir: RunDir, cfg: Config) -> tuple[str, dict]:
 
     plan = json.loads(run_dir.plan_file.read_text())
     jobs = latest_jobs(run_dir)
-    states = slurm_states([j for stage in jobs.values() for j in stage.values()])
+    problems: list[str] = []
+    states = slurm_states([j for stage in jobs.values() for j in stage.values()], problems)
     rows, summary = [], {"generate": {}, "judge": {}}
     total_units = sum(len(s["units"]) for s in plan["shards"])
     done_units, first_time = 0, float("inf")
     for spec in plan["shards"]:
         k = spec["index"]
-        n, first, toks = _count_records(run_dir.generate_files(k))
+        n, first, _ = _count_records(run_dir.generate_files(k))
         first_time = min(first_time, first)
         info = shard_done(run_dir, spec)
         job = jobs.get("generate", {}).get(str(k), "")
@@ -366,6 +432,9 @@ def status_table(run_dir: RunDir, cfg: Config) -> tuple[str, dict]:
                      "at the rate so far")
     else:
         lines.append(f"generation: {done_units}/{total_units} units")
+    if problems:
+        lines.append(f"note: Slurm did not answer ({problems[0]}); states come from the run "
+                     "directory's files only")
     return "\n".join(lines), summary
 
 
