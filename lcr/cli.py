@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
              keys=True)
     sp.add_argument("config", help="run configuration (TOML)")
     sp.add_argument("--force", action="store_true", help="as for plan")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="plan and print each stage's sbatch script; submit nothing")
 
     sp = cmd("status", "per stage and shard: done / running / failed / missing")
     sp.add_argument("run_dir")
@@ -65,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="", help="name for a re-judge: judge-OUT/, verdicts-OUT.jsonl")
     sp.add_argument("--shard", type=int, default=None, help="run one judge shard only")
     sp.add_argument("--finalize", action="store_true", help="only write verdicts from shards")
+    sp.add_argument("--retry-errors", action="store_true",
+                    help="ask the judge again for units whose request failed (endpoint errors)")
     sp.add_argument("--submit", action="store_true", help="submit as a Slurm array instead")
 
     sp = cmd("report", "accuracy with cluster-bootstrap intervals; several runs pool as seeds")
@@ -150,14 +154,14 @@ def _judge(args) -> int:
     from lcr.judge import run_judge_cli
 
     return run_judge_cli(args.run_dir, args.overrides, args.out, shard=args.shard,
-                         finalize=args.finalize)
+                         finalize=args.finalize, retry_errors=args.retry_errors)
 
 
 def _slurm(args) -> int:
     from lcr import slurm
 
     if args.command == "submit":
-        return slurm.submit(args.config, args.overrides, force=args.force)
+        return slurm.submit(args.config, args.overrides, force=args.force, dry_run=args.dry_run)
     if args.command == "status":
         return slurm.status(args.run_dir, args.overrides)
     return slurm.rerun(args.run_dir, args.overrides, dry_run=args.dry_run)

@@ -103,6 +103,7 @@ class EngineSection:
 class SlurmSection:
     executor: str = "auto"  # "slurm", "local" (submitit's local executor) or "auto"
     partition: str = ""  # sbatch --partition
+    cpu_partition: str = ""  # partition for merge and report (no GPUs); "" = partition
     account: str = ""  # sbatch --account
     qos: str = ""  # sbatch --qos
     time: int = 240  # minutes per generate task
@@ -296,6 +297,15 @@ def validate(cfg: Config) -> None:
             f"({cfg.engine.tensor_parallel_size}) = {gpus} must equal slurm.gpus_per_node "
             f"({cfg.slurm.gpus_per_node}); set slurm.gpus_per_node = 0 on a machine without GPUs"
         )
+    for key, value in [*dataclasses.asdict(cfg.slurm).items(),
+                       *((f"extra.{k}", v) for k, v in cfg.slurm.extra.items())]:
+        # These values become #SBATCH lines: a line break would smuggle in another one.
+        text = "\n".join(value) if isinstance(value, list) else str(value)
+        if key not in ("setup", "extra") and any(c in text for c in "\n\r\0"):
+            raise ConfigError(f"slurm.{key} = {value!r}: line breaks are not allowed")
+    for key in cfg.slurm.extra:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", key):
+            raise ConfigError(f"slurm.extra key {key!r} is not an sbatch option name")
     if not 0 < cfg.report.ci_level < 1:
         raise ConfigError(f"report.ci_level = {cfg.report.ci_level}; must be between 0 and 1")
 

@@ -146,12 +146,14 @@ def make_executor(cfg: Config, run_dir: RunDir, stage: str, kind: str, dependenc
             slurm_additional_parameters=extra,
             slurm_setup=list(s.setup),
         )
-        for key, value in (("slurm_partition", s.partition), ("slurm_account", s.account),
-                           ("slurm_qos", s.qos), ("slurm_mem", s.mem),
-                           ("slurm_constraint", s.constraint)):
+        heavy = stage in ("generate", "judge")  # merge and report need one core, little memory
+        partition = s.partition if heavy else (s.cpu_partition or s.partition)
+        for key, value in (("slurm_partition", partition), ("slurm_account", s.account),
+                           ("slurm_qos", s.qos), ("slurm_mem", s.mem if heavy else ""),
+                           ("slurm_constraint", s.constraint if heavy else "")):
             if value:
                 params[key] = value
-        if s.exclusive:
+        if s.exclusive and heavy:
             params["slurm_exclusive"] = True
     ex.update_parameters(**params)
     return ex
@@ -352,10 +354,29 @@ def _count_records(paths: list[Path]) -> tuple[int, float, int]:
 
 # ---- commands -------------------------------------------------------------------------------
 
-def submit(config: str, overrides: list[str], force: bool = False) -> int:
+def render_scripts(cfg: Config, run_dir: RunDir, python: str = sys.executable) -> dict:
+    """The sbatch script submitit writes for each stage, dependencies shown symbolically."""
+    deps = {"generate": "", "merge": "afterany:<generate>", "judge": "afterok:<merge>",
+            "report": "afterok:<judge>"}
+    out = {}
+    for stage, dep in deps.items():
+        ex = make_executor(cfg, run_dir, stage, "slurm", dep)
+        folder = run_dir.logs_dir.absolute() / "%j"
+        command = f"{python} -u -m submitit.core._submit {folder}"
+        out[stage] = ex._executor._make_submission_file_text(command, "%j")
+    return out
+
+
+def submit(config: str, overrides: list[str], force: bool = False, dry_run: bool = False) -> int:
     from lcr.plan import plan_run, plan_table
 
     cfg = load_config(config, overrides)
+    if dry_run:
+        run_dir, plan, questions = plan_run(cfg, force=force)
+        print(plan_table(plan, questions, cfg))
+        for stage, text in render_scripts(cfg, run_dir).items():
+            print(f"\n===== {stage} (sbatch script; not submitted) =====\n{text}")
+        return 0
     kind = executor_kind(cfg)
     run_dir, plan, questions = plan_run(cfg, force=force)
     print(plan_table(plan, questions, cfg))

@@ -52,11 +52,11 @@ def job_ids(rd: RunDir, stage=None):
 
 def wait_final(ids, timeout=600):
     """Wait until every job id (array tasks included) has a final sacct state."""
+    from lcr.slurm import slurm_states  # expands pending arrays such as 12_[0-1%2]
+
     deadline = time.time() + timeout
     while True:
-        states = {}
-        for jid in ids:
-            states.update({k: v for k, v in sacct_states(jid).items() if k == jid})
+        states = {k: v for k, v in slurm_states(ids).items() if k in ids}
         if len(states) == len(ids) and all(s in FINAL_STATES for s in states.values()):
             return states
         assert time.time() < deadline, f"jobs not final after {timeout}s: {states}"
