@@ -88,20 +88,26 @@ class NoReuse:
         return self.engine.generate(out, params)
 
 
-def run_policy(root: Path, base: RunDir, cfg: Config, questions: list[dict], policy: str,
-               shards: int, engine) -> dict:
-    """All shards of one policy on one engine; returns per-shard and total numbers."""
-    from lcr.generate import run_units
+def fresh_run_dir(path: Path, base: RunDir, cfg: Config) -> RunDir:
+    """An empty run directory sharing the workload's prompts and questions, with `cfg`."""
+    from lcr.rundir import config_toml
 
-    rd = RunDir(root / policy)
+    rd = RunDir(path)
     if rd.path.exists():
         shutil.rmtree(rd.path)
     rd.path.mkdir(parents=True)
     (rd.path / "prompts").symlink_to((base.path / "prompts").resolve())
     shutil.copy(base.questions_file, rd.questions_file)
-    from lcr.rundir import config_toml
-
     atomic_write_text(rd.config_file, config_toml(cfg))
+    return rd
+
+
+def run_policy(root: Path, base: RunDir, cfg: Config, questions: list[dict], policy: str,
+               shards: int, engine) -> dict:
+    """All shards of one policy on one engine; returns per-shard and total numbers."""
+    from lcr.generate import run_units
+
+    rd = fresh_run_dir(root / policy, base, cfg)
     qinfo = {q["question_id"]: q for q in questions}
     units = make_units(questions, cfg.sampling.seeds, cfg.sampling.n)
     assigned = assign(units, shards, "document_set" if policy == "no_reuse" else policy, qinfo,
@@ -190,7 +196,6 @@ def run_layouts(root: Path, base: RunDir, cfg: Config, questions: list[dict],
     """The whole workload on one node as R engines of T GPUs ("RxT"), via run_shard's replicas."""
     from lcr.generate import run_shard
     from lcr.plan import make_plan
-    from lcr.rundir import config_toml
 
     out = []
     for layout in layouts:
@@ -199,13 +204,7 @@ def run_layouts(root: Path, base: RunDir, cfg: Config, questions: list[dict],
             cfg.engine, replicas=r, tensor_parallel_size=t), shards=dataclasses.replace(
             cfg.shards, count=1))
         lcfg.slurm.gpus_per_node = r * t
-        rd = RunDir(root / f"layout-{r}x{t}")
-        if rd.path.exists():
-            shutil.rmtree(rd.path)
-        rd.path.mkdir(parents=True)
-        (rd.path / "prompts").symlink_to((base.path / "prompts").resolve())
-        shutil.copy(base.questions_file, rd.questions_file)
-        atomic_write_text(rd.config_file, config_toml(lcfg))
+        rd = fresh_run_dir(root / f"layout-{r}x{t}", base, lcfg)
         atomic_write_json(rd.plan_file, make_plan(questions, lcfg))
         t0 = time.time()
         info = run_shard(rd.path, 0, parts=r if r > 1 else None)
