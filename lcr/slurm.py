@@ -299,9 +299,12 @@ def slurm_states(job_ids: list[str], problems: list[str] | None = None) -> dict[
         if problems is not None:
             problems.append("sacct is not on PATH")
         return {}
+    # Ask by job (array) id: sacct does not find a task id such as 12_1 of an array that was
+    # cancelled before it started, only its master line 12_[0-1].
+    masters = sorted({j.split("_")[0] for j in ids})
     try:
         res = subprocess.run(
-            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
+            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(masters)],
             capture_output=True, text=True, timeout=30, check=True,
         )
     except (OSError, subprocess.SubprocessError) as e:

@@ -45,3 +45,15 @@ def test_plain_scripts_parse_and_demand_a_run_dir(script):
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True,
                           env={"PATH": os.environ["PATH"]})
     assert proc.returncode != 0 and "usage:" in proc.stderr
+
+
+@pytest.mark.parametrize("jid, expanded", [
+    ("12", ["12"]),
+    ("12_3", ["12_3"]),
+    ("12_[0-2]", ["12_0", "12_1", "12_2"]),
+    ("12_[0-1,5%2]", ["12_0", "12_1", "12_5"]),
+])
+def test_pending_array_lines_expand_to_task_ids(jid, expanded):
+    from lcr.slurm import _expand_array
+
+    assert _expand_array(jid) == expanded
