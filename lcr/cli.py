@@ -92,7 +92,26 @@ def _parser() -> argparse.ArgumentParser:
                     help="node layouts to time on the whole workload, replicas x TP, e.g. "
                          "'4x1,2x2,1x4' (run before the policies; --policies '' skips those)")
     sp.add_argument("--run-dir", default=None,
-                    help="take question and set lengths from this prepared run instead")
+                    help="take question and set lengths from this prepared run (its "
+                         "questions.jsonl) instead; jobs/bench-aalcr-real holds the real "
+                         "AA-LCR lengths")
+    sp.add_argument("--output-tokens", default=None, metavar="N|lognormal:MEDIAN:SIGMA:MAX",
+                    help="tokens each answer decodes (ignore_eos): a fixed N, or a log-normal "
+                         "length per unit capped at MAX (the budget); default: "
+                         "sampling.max_new_tokens")
+    sp.add_argument("--like", default=None, metavar="JOB",
+                    help="take sampling.seeds, n and max_new_tokens from this job file, e.g. "
+                         "jobs/llama31-8b-aalcr.toml")
+    sp.add_argument("--calibrate", action="store_true",
+                    help="measure prefill and decode steps first, fit the [cost] constants "
+                         "(printed) and predict with them")
+    sp.add_argument("--calibrate-steps", type=int, default=128,
+                    help="decode steps per calibration measurement")
+    sp.add_argument("--calibration", default=None, metavar="FILE",
+                    help="predict with the constants and measurements of an earlier "
+                         "--calibrate run on the same machine (its OUT/calibration.json)")
+    sp.add_argument("--no-floor", action="store_true",
+                    help="skip the bandwidth probe and the floor")
     sp.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE;...",
                     help="an engine variant to measure (repeatable), e.g. "
                          "\"max_num_batched_tokens=32768\" or \"kv_cache_dtype='fp8'\"")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,14 +70,21 @@ class ShardsSection:
 
 @dataclass
 class CostSection:
-    # Planner cost model, seconds on one GPU. A prefill of L tokens costs
-    # L / prefill_tok_s * (1 + L / attn_tokens). Fitted by `lcr bench` (vLLM 0.26, Llama-3.1-8B
-    # shapes, one H200, 2026-11-27): 32,768 tokens in 1.17 s, 100,019 tokens in 6.37 s; a set's
-    # 4 answers of 128 tokens at 100K context decode in 1.78 s. README "Performance" has more.
+    # Planner cost model, seconds on one GPU (lcr.cost). A prefill of L tokens costs
+    # L / prefill_tok_s * (1 + L / attn_tokens); a decode step costs step_s + step_seq_s per
+    # sequence + step_ctx_s per million context tokens read + step_shared_s per million shared
+    # prefix tokens per set in flight. `lcr bench --calibrate` fits them on a GPU node; the
+    # decode values here are first estimates until the H100 calibration replaces them.
     prefill_tok_s: float = 45235.0  # linear prefill rate at short context
     attn_tokens: float = 53150.0  # context length at which attention doubles prefill cost
-    decode_tok_s: float = 300.0  # decode tokens/s per unit, amortised over a set's batch
-    engine_start_s: float = 60.0  # engine start: load, compile, CUDA graphs (43-73 s seen)
+    step_s: float = 0.0068  # decode step: fixed part (reading the weights)
+    step_seq_s: float = 0.00005  # decode step: per sequence in the batch
+    step_ctx_s: float = 0.030  # decode step: per million context tokens the sequences attend
+    step_shared_s: float = 0.0  # decode step: per million shared-prefix tokens per set
+    kv_tokens: int = 390000  # KV cache the planner assumes (generate reads the real one)
+    block_tokens: int = 16  # KV block size the planner assumes
+    output_tokens: int = 0  # mean answer length for planning; 0 = sampling.max_new_tokens
+    engine_start_s: float = 60.0  # engine start: load, compile, CUDA graphs (warm cache)
 
 
 @dataclass
@@ -89,14 +97,15 @@ class EngineSection:
     enable_prefix_caching: bool = True  # reuse a document set's KV across its questions
     enable_chunked_prefill: bool = True  # off on CPU with seeded sampling (vLLM CPU bug)
     max_num_batched_tokens: int = 16384  # tokens per engine step
-    max_num_seqs: int = 64  # concurrent sequences per engine
+    max_num_seqs: int = 256  # concurrent sequences per engine
     kv_cache_dtype: str = "auto"  # "auto" or "fp8"
     dtype: str = "auto"  # weights/activations dtype
     enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
     load_format: str = "auto"  # "dummy" for benchmarks with random weights
     skip_tokenizer_init: bool = False  # token-id prompts only, no detokenising (benchmarks)
     seed: int = 0  # engine seed
-    batch_sets: int = 1  # document sets fed to the engine at once
+    batch_sets: int | str = "auto"  # sets in flight: "auto" = as many as the KV cache holds
+    compile_cache: str = "auto"  # "auto": $VLLM_CACHE_ROOT, else RUN_ROOT/.vllm-cache; "": vLLM's
 
 
 @dataclass
@@ -195,6 +204,14 @@ def _section_class(name: str):
 def _check_type(where: str, value, annotation):
     """Return value converted to the annotation's type, or raise ConfigError naming `where`."""
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):  # e.g. int | str: the first that fits
+        for arm in typing.get_args(annotation):
+            try:
+                return _check_type(where, value, arm)
+            except ConfigError:
+                pass
+        names = " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(annotation))
+        raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -253,6 +270,11 @@ def parse_override(text: str) -> dict:
     return {section: {key: value}}
 
 
+def apply_override(cfg: Config, text: str) -> None:
+    """Apply one `--set section.key=value` to `cfg` (type-checked; unknown keys are errors)."""
+    _apply(cfg, parse_override(text), f"--set {text}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks, each naming its keys."""
     if not _SAFE_NAME.match(cfg.run.name):
@@ -306,6 +328,9 @@ def validate(cfg: Config) -> None:
     for key in cfg.slurm.extra:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", key):
             raise ConfigError(f"slurm.extra key {key!r} is not an sbatch option name")
+    bs = cfg.engine.batch_sets
+    if bs != "auto" and not (isinstance(bs, int) and bs >= 1):
+        raise ConfigError(f"engine.batch_sets = {bs!r}; expected \"auto\" or a whole number >= 1")
     if not 0 < cfg.report.ci_level < 1:
         raise ConfigError(f"report.ci_level = {cfg.report.ci_level}; must be between 0 and 1")
 
@@ -322,7 +347,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         _apply(cfg, data, str(path))
     for text in overrides or []:
-        _apply(cfg, parse_override(text), f"--set {text}")
+        apply_override(cfg, text)
     validate(cfg)
     return cfg
 

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from lcr.config import EngineSection
 
@@ -28,6 +29,7 @@ class Completion:
     output_tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
+    elapsed: float = 0.0  # seconds from entering the engine to the last token (streaming)
 
 
 def engine_kwargs(model: str, e: EngineSection, **overrides) -> dict:
@@ -59,8 +61,20 @@ def engine_kwargs(model: str, e: EngineSection, **overrides) -> dict:
     return kwargs
 
 
+def compile_cache_dir(e: EngineSection, run_root: str) -> str:
+    """Where vLLM keeps its compile cache: shared by every engine of every run under run.root,
+    so that only the first engine start compiles. "auto": $VLLM_CACHE_ROOT when it is set
+    (the user's or the site's choice), else RUN_ROOT/.vllm-cache; "" = vLLM's own default."""
+    if e.compile_cache == "auto":
+        return os.environ.get("VLLM_CACHE_ROOT") or str(Path(run_root).absolute() / ".vllm-cache")
+    return e.compile_cache
+
+
 class Engine:
-    def __init__(self, model: str, e: EngineSection, **overrides):
+    def __init__(self, model: str, e: EngineSection, cache_dir: str = "", **overrides):
+        if cache_dir:  # read by vLLM when the engine starts (and by its worker processes)
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            os.environ["VLLM_CACHE_ROOT"] = cache_dir
         from vllm import LLM
         from vllm.platforms import current_platform
 
@@ -99,6 +113,35 @@ class Engine:
         return self._run(
             lambda c, p: self.llm.chat(c, p, use_tqdm=False), conversations, params
         )
+
+    # -- streaming: requests go in one by one and come out as they finish -------------------
+
+    def kv_capacity(self) -> tuple[int, int]:
+        """(KV cache tokens, block size) the engine allocated: blocks x block size."""
+        cc = self.llm.llm_engine.vllm_config.cache_config
+        block = int(cc.block_size or 16)
+        return int(cc.num_gpu_blocks or 0) * block, block
+
+    def add(self, request_id: str, ids: list[int], params) -> str | None:
+        """Queue one token-id prompt; the reason it was refused (too long, ...), or None."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+        try:
+            self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=ids),
+                                            params)
+        except Exception as e:  # one bad request must not stop the shard
+            return f"{type(e).__name__}: {e}"
+        return None
+
+    def step(self) -> list[tuple[str, Completion]]:
+        """One engine step; the requests it finished, by the id they were added with."""
+        return [(o.request_id, _completion(o)) for o in self.llm.llm_engine.step()
+                if o.finished]
+
+    def busy(self) -> bool:
+        return self.llm.llm_engine.has_unfinished_requests()
 
     def _run(self, call, inputs: list, params: list) -> list[Completion]:
         if not inputs:

@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from lcr.config import Config, ConfigError
 from lcr.data import DataError
+from lcr.feed import feed, make_group
 from lcr.io import (
     LockedError,
     ShardWriter,
@@ -31,9 +33,10 @@ from lcr.io import (
     sha256_file,
     write_done,
 )
-from lcr.plan import _pack, units_cost
+from lcr.plan import pack, units_cost
 from lcr.prepare import load_prepared, load_prompt_ids
 from lcr.rundir import RunDir
+from lcr.window import Capacity
 
 
 def units_sha(units: list[dict]) -> str:
@@ -76,9 +79,9 @@ def split_parts(shard: dict, parts: int, qinfo: dict, cfg: Config) -> list[list[
         groups.setdefault(u["document_set_id"], []).append(u)
 
     def cost_of(g):
-        return units_cost(g, qinfo, cfg.cost, cfg.sampling.max_new_tokens).seconds
+        return units_cost(g, qinfo, cfg).seconds
 
-    return _pack(list(groups.values()), parts, cost_of)
+    return pack(list(groups.values()), parts, cost_of)
 
 
 class Progress:
@@ -167,39 +170,25 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
         if records:
             progress.add(records)
         runnable = [u for u in pending if qinfo[u["question_id"]]["status"] == "ok"]
-        by_set: dict[str, list[dict]] = {}
-        for u in runnable:
-            by_set.setdefault(u["document_set_id"], []).append(u)
-        engine = None
-        sets = list(by_set)
-        step = max(cfg.engine.batch_sets, 1)
-        for i in range(0, len(sets), step):
-            batch = [u for s in sets[i:i + step] for u in by_set[s]]
-            if engine is None:
-                t_start = time.time()
-                engine = (engine_factory or _default_engine)(cfg)
-                progress.engine_start_s = round(time.time() - t_start, 3)
-            prompts = [load_prompt_ids(run_dir, qinfo[u["question_id"]]) for u in batch]
-            params = [engine.params(cfg.sampling, seed=u["seed"] * 1000 + u["sample"])
-                      for u in batch]
-            t0 = time.time()
-            outs = engine.generate(prompts, params)
-            elapsed = round(time.time() - t0, 3)
-            records = []
-            for u, ids, c in zip(batch, prompts, outs):
-                fields = dict(response=c.text, prompt_tokens=c.prompt_tokens or len(ids),
-                              cached_tokens=c.cached_tokens,
-                    output_tokens=c.output_tokens, finish_reason=c.finish_reason,
-                    elapsed_s=elapsed)
-                if c.error:
-                    long = "maximum context length" in c.error
-                    fields.update(status="too_long" if long else "error", error=c.error)
-                records.append(_record(u, qinfo[u["question_id"]], cfg, shard, part, run_hash,
-                                       **fields))
-            writer.append_many(records)
-            progress.add(records)
-            if cfg.debug.unit_delay_s:
-                time.sleep(cfg.debug.unit_delay_s * len(batch))
+        if runnable:
+            t_start = time.time()
+            engine = (engine_factory or _default_engine)(cfg)
+            progress.engine_start_s = round(time.time() - t_start, 3)
+            groups, cap = _groups(run_dir, cfg, qinfo, runnable, engine)
+            print(f"[{label}] {len(groups)} document sets; KV cache {cap.kv_tokens:,} tokens; "
+                  f"window: {cfg.engine.batch_sets}", file=sys.stderr, flush=True)
+
+            def params_of(u):  # a unit's own max_tokens: bench workloads of varied length
+                return engine.params(cfg.sampling, seed=u["seed"] * 1000 + u["sample"],
+                                     max_tokens=u.get("max_tokens"))
+
+            for u, c in feed(engine, groups, cap, params_of):
+                rec = _record(u, qinfo[u["question_id"]], cfg, shard, part, run_hash,
+                              **_fields(c))
+                writer.append(rec)
+                progress.add([rec])
+                if cfg.debug.unit_delay_s:
+                    time.sleep(cfg.debug.unit_delay_s)
         final = shard_records(run_dir, shard, run_hash)
         mine = [final[u["key"]] for u in units if u["key"] in final]
         missing = [u["key"] for u in units if u["key"] not in final]
@@ -218,11 +207,46 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
         return info
 
 
+def _fields(c) -> dict:
+    """Record fields of one completion; a refused or failed request becomes too_long / error."""
+    fields = dict(response=c.text, prompt_tokens=c.prompt_tokens, cached_tokens=c.cached_tokens,
+                  output_tokens=c.output_tokens, finish_reason=c.finish_reason,
+                  elapsed_s=c.elapsed)
+    if c.error:
+        long = re.search(r"maximum (context|model) length|longer than the maximum", c.error)
+        fields.update(status="too_long" if long else "error", error=c.error)
+    return fields
+
+
+def _groups(run_dir: RunDir, cfg: Config, qinfo: dict, units: list[dict], engine):
+    """The shard's units as one group per document set, and the window's capacity."""
+    by_set: dict[str, list[dict]] = {}
+    for u in units:
+        by_set.setdefault(u["document_set_id"], []).append(u)
+    ids: dict[str, list[int]] = {}
+    groups = []
+    for set_id, members in by_set.items():
+        prompts = []
+        for u in members:
+            q = qinfo[u["question_id"]]
+            if u["question_id"] not in ids:
+                ids[u["question_id"]] = load_prompt_ids(run_dir, q)
+            prompts.append(ids[u["question_id"]])
+        groups.append(make_group(set_id, members, prompts,
+                                 [cfg.sampling.max_new_tokens] * len(members)))
+    kv_tokens, block = engine.kv_capacity()
+    bs = cfg.engine.batch_sets
+    cap = Capacity(kv_tokens=kv_tokens, block=block, max_seqs=cfg.engine.max_num_seqs,
+                   max_sets=0 if bs == "auto" else int(bs))
+    return groups, cap
+
+
 def _default_engine(cfg: Config):
-    from lcr.engine import Engine
+    from lcr.engine import Engine, compile_cache_dir
     from lcr.tinymodel import resolve
 
     return Engine(resolve(cfg.model.path), cfg.engine,
+                  cache_dir=compile_cache_dir(cfg.engine, cfg.run.root),
                   tokenizer=resolve(cfg.model.tokenizer or cfg.model.path),
                   trust_remote_code=cfg.model.trust_remote_code)
 

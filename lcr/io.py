@@ -52,6 +52,22 @@ class JsonlRead:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary name in the same folder, fsync, then rename over `path`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_npy(path: str | Path, array) -> None:
+    """A NumPy array as .npy, written like any other file (temp name, fsync, rename)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, then rename over `path`."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,8 +78,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
                                "and run again") from e
         raise
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -16,7 +16,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from lcr.config import Config, ConfigError, CostSection
+from lcr.config import Config, ConfigError
+from lcr.cost import capacity_from, predict, set_demands
 from lcr.io import atomic_write_json, atomic_write_text
 from lcr.rundir import RunDir, config_toml
 
@@ -44,51 +45,32 @@ def make_units(questions: list[dict], seeds: list[int], n: int) -> list[dict]:
     ]
 
 
-def prefill_seconds(new: int, context: int, cost: CostSection) -> float:
-    """Seconds to prefill `new` tokens after `context` cached tokens (attention grows with L)."""
-    end = context + new
-    return (new + (end * end - context * context) / cost.attn_tokens) / cost.prefill_tok_s
-
-
 @dataclass
 class Load:
     seconds: float = 0.0
     prefill_tokens: int = 0
     decode_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    max_window: int = 0  # most document sets in flight at once
 
     @property
     def tokens(self) -> int:
         return self.prefill_tokens + self.decode_tokens
 
 
-def units_cost(units: list[dict], qinfo: dict[str, dict], cost: CostSection,
-               max_new_tokens: int) -> Load:
-    """Engine cost of running `units` on one engine with prefix caching, set by set.
+def units_cost(units: list[dict], qinfo: dict[str, dict], cfg: Config) -> Load:
+    """Predicted engine time of `units` on one engine (lcr.cost replays its set window).
 
-    Each set's shared prefix is prefilled once; each question's own suffix once (later seeds
-    and samples of it hit the cache); every unit decodes `max_new_tokens`. too_long units
-    cost nothing: they never reach the engine.
+    Each set's shared prefix is prefilled once and each unit's own rest once; every unit
+    decodes `cost.output_tokens` (default: the whole `sampling.max_new_tokens` budget) in a
+    batch with the other sets in flight. too_long units cost nothing: they never reach the
+    engine.
     """
-    load = Load()
-    seen_sets: set[str] = set()
-    seen_questions: set[str] = set()
-    for u in units:
-        q = qinfo[u["question_id"]]
-        if q.get("status", "ok") != "ok":
-            continue
-        shared = min(q.get("shared_prefix_tokens", 0), q["prompt_tokens"])
-        if u["document_set_id"] not in seen_sets:
-            seen_sets.add(u["document_set_id"])
-            load.seconds += prefill_seconds(shared, 0, cost)
-            load.prefill_tokens += shared
-        if u["question_id"] not in seen_questions:
-            seen_questions.add(u["question_id"])
-            suffix = q["prompt_tokens"] - shared
-            load.seconds += prefill_seconds(suffix, shared, cost)
-            load.prefill_tokens += suffix
-        load.seconds += max_new_tokens / cost.decode_tok_s
-        load.decode_tokens += max_new_tokens
-    return load
+    demands = set_demands(units, qinfo, cfg.sampling.max_new_tokens, cfg.cost.output_tokens)
+    p = predict(demands, cfg.cost, capacity_from(cfg), cfg.engine.max_num_batched_tokens)
+    return Load(p.seconds, p.prefill_tokens, p.decode_tokens, p.prefill_s, p.decode_s,
+                p.max_window)
 
 
 def _split(group: list[dict]) -> list[list[dict]]:
@@ -102,20 +84,24 @@ def _split(group: list[dict]) -> list[list[dict]]:
     return [group]
 
 
-def _pack(groups: list[list[dict]], count: int, cost_of) -> list[list[dict]]:
-    """Largest-first onto the least-loaded shard (ties: lowest index)."""
+def pack(groups: list[list[dict]], count: int, cost_of) -> list[list[dict]]:
+    """Largest-first onto the least-loaded shard (ties: lowest index).
+
+    `cost_of(units)` is the predicted time of a whole shard: loads are not additive (sets in
+    flight together share decode steps), so a shard's load is recomputed as it grows.
+    """
     ordered = sorted(groups, key=lambda g: (-cost_of(g), g[0]["document_set_id"], g[0]["key"]))
     heap = [(0.0, i) for i in range(count)]
     shards: list[list[dict]] = [[] for _ in range(count)]
     for g in ordered:
-        load, i = heapq.heappop(heap)
+        _, i = heapq.heappop(heap)
         shards[i].extend(g)
-        heapq.heappush(heap, (load + cost_of(g), i))
+        heapq.heappush(heap, (cost_of(shards[i]), i))
     return shards
 
 
-def assign(units: list[dict], count: int, policy: str, qinfo: dict, cost: CostSection,
-           max_new_tokens: int, seed: int = 0) -> list[list[dict]]:
+def assign(units: list[dict], count: int, policy: str, qinfo: dict, cfg: Config,
+           seed: int = 0) -> list[list[dict]]:
     """Units -> `count` shards under a policy: document_set (default), round_robin,
     contiguous or random (the last three ignore document sets; for comparison)."""
     if policy == "round_robin":
@@ -136,7 +122,7 @@ def assign(units: list[dict], count: int, policy: str, qinfo: dict, cost: CostSe
         raise ValueError(f"unknown sharding policy {policy!r}")
 
     def cost_of(group):
-        return units_cost(group, qinfo, cost, max_new_tokens).seconds
+        return units_cost(group, qinfo, cfg).seconds
 
     groups: dict[str, list[dict]] = {}
     for u in units:
@@ -149,16 +135,16 @@ def assign(units: list[dict], count: int, policy: str, qinfo: dict, cost: CostSe
         biggest = max(splittable, key=lambda g: (cost_of(g), g[0]["key"]))
         items.remove(biggest)
         items.extend(_split(biggest))
-    return _pack(items, count, cost_of)
+    return pack(items, count, cost_of)
 
 
 def make_plan(questions: list[dict], cfg: Config, policy: str = "document_set") -> dict:
     qinfo = {q["question_id"]: q for q in questions}
     units = make_units(questions, cfg.sampling.seeds, cfg.sampling.n)
-    shards = assign(units, cfg.shards.count, policy, qinfo, cfg.cost, cfg.sampling.max_new_tokens)
+    shards = assign(units, cfg.shards.count, policy, qinfo, cfg)
     out = []
     for index, shard_units in enumerate(shards):
-        load = units_cost(shard_units, qinfo, cfg.cost, cfg.sampling.max_new_tokens)
+        load = units_cost(shard_units, qinfo, cfg)
         sets = sorted({u["document_set_id"] for u in shard_units})
         out.append({
             "index": index,
@@ -166,6 +152,9 @@ def make_plan(questions: list[dict], cfg: Config, policy: str = "document_set") 
             "est_tokens": load.tokens,
             "est_prefill_tokens": load.prefill_tokens,
             "est_seconds": round(load.seconds, 3),
+            "est_prefill_s": round(load.prefill_s, 3),
+            "est_decode_s": round(load.decode_s, 3),
+            "est_window": load.max_window,
             "units": shard_units,
         })
     return {
@@ -208,9 +197,8 @@ def plan_table(plan: dict, questions: list[dict], cfg: Config) -> str:
     )
     units = plan_units(plan)
     units.sort(key=lambda u: (list(qinfo).index(u["question_id"]), u["seed"], u["sample"]))
-    rr = assign(units, len(plan["shards"]), "round_robin", qinfo, cfg.cost,
-                cfg.sampling.max_new_tokens)
-    rr_secs = [units_cost(s, qinfo, cfg.cost, cfg.sampling.max_new_tokens).seconds for s in rr]
+    rr = assign(units, len(plan["shards"]), "round_robin", qinfo, cfg)
+    rr_secs = [units_cost(s, qinfo, cfg).seconds for s in rr]
     mean = total / max(len(secs), 1)
     balance = max(secs) / mean if mean else 1.0
     lines.append(

@@ -9,6 +9,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One vLLM compile cache for every test's engines (engine.compile_cache = "auto" honours it).
+os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(os.environ["LCR_CACHE"], "vllm"))
 
 
 @pytest.fixture(scope="session")

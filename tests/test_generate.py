@@ -176,3 +176,119 @@ def test_tiny_model_answers_a_chat_call(engine, planned_demo):
                        [engine.params(cfg.sampling, seed=0)])
     assert outs[0].error is None and outs[0].text and outs[0].output_tokens > 0
     assert outs[0].prompt_tokens > 10
+
+
+class Watch:
+    """The real engine, reporting a smaller KV cache, recording which sets are in flight."""
+
+    def __init__(self, engine, rd: RunDir, kv_tokens: int):
+        from lcr.prepare import load_prepared, load_prompt_ids
+
+        self.engine, self.kv_tokens = engine, kv_tokens
+        self.set_of = {}
+        for q in load_prepared(rd):
+            if q["status"] == "ok":
+                self.set_of[tuple(load_prompt_ids(rd, q)[:100])] = q["document_set_id"]
+        self.live: dict[str, str] = {}
+        self.windows: list[set] = []
+
+    def kv_capacity(self):
+        return self.kv_tokens, self.engine.kv_capacity()[1]
+
+    def params(self, *a, **k):
+        return self.engine.params(*a, **k)
+
+    def add(self, rid, ids, params):
+        self.live[rid] = self.set_of[tuple(ids[:100])]
+        self.windows.append(set(self.live.values()))
+        return self.engine.add(rid, ids, params)
+
+    def step(self):
+        out = self.engine.step()
+        for rid, _ in out:
+            del self.live[rid]
+        return out
+
+
+def _widest(planned_demo) -> dict:
+    """The shard with the most document sets that reach the engine (not too long)."""
+    _, _, plan, questions = planned_demo
+    runnable = {q["document_set_id"] for q in questions if q["status"] == "ok"}
+    return max(plan["shards"], key=lambda s: len(runnable & set(s["document_sets"])))
+
+
+def _shard_run(planned_demo, tmp_path, engine, kv_tokens, *overrides):
+    _, src, _, _ = planned_demo
+    spec = _widest(planned_demo)
+    rd = RunDir(copy_run(src.path, tmp_path))
+    if overrides:
+        _set_section(rd, "engine", **dict(overrides))
+    watch = Watch(engine, rd, kv_tokens)
+    info = run_shard(rd.path, spec["index"], engine_factory=lambda cfg: watch)
+    recs = _records(rd, spec["index"])
+    assert sorted(r["key"] for r in recs) == sorted(u["key"] for u in spec["units"])
+    return spec, recs, watch, info
+
+
+def _set_section(rd: RunDir, section: str, **values):
+    import tomli_w
+
+    from lcr.rundir import tomllib
+
+    data = tomllib.loads(rd.config_file.read_text())
+    data[section].update(values)
+    rd.config_file.write_text(tomli_w.dumps(data))
+
+
+def test_kv_capacity_is_read_from_the_engine(engine, planned_demo):
+    kv_tokens, block = engine.kv_capacity()
+    per_token = 2 * 2 * 32 * 2 * 2  # layers x KV heads x head dim x (K, V) x bf16 bytes
+    assert block > 0 and kv_tokens % block == 0
+    assert 0.8 < kv_tokens * per_token / planned_demo[0].engine.kv_cache_memory_bytes <= 1.0
+
+
+def _footprints(planned_demo, block: int) -> list[int]:
+    """KV blocks of each set of the demo's largest shard, largest first."""
+    from lcr.feed import make_group
+    from lcr.prepare import load_prompt_ids
+
+    cfg, rd, _, questions = planned_demo
+    qinfo = {q["question_id"]: q for q in questions}
+    spec = _widest(planned_demo)
+    out = []
+    for set_id in spec["document_sets"]:
+        units = [u for u in spec["units"] if u["document_set_id"] == set_id
+                 and qinfo[u["question_id"]]["status"] == "ok"]
+        if not units:
+            continue
+        ids = [load_prompt_ids(rd, qinfo[u["question_id"]]) for u in units]
+        g = make_group(set_id, units, ids, [cfg.sampling.max_new_tokens] * len(units))
+        out.append(g.demand.footprint(block))
+    return sorted(out, reverse=True)
+
+
+def test_window_holds_the_sets_the_kv_cache_fits(planned_demo, tmp_path, engine):
+    block = engine.kv_capacity()[1]
+    sizes = _footprints(planned_demo, block)
+    assert len(sizes) >= 3
+    # room for the two largest sets, not for all three: the third waits for one to finish
+    _, recs, watch, info = _shard_run(planned_demo, tmp_path, engine, (sizes[0] + sizes[1]) * block)
+    assert max(len(w) for w in watch.windows) == 2  # two sets decode together ...
+    assert len(set().union(*watch.windows)) == len(sizes)  # ... the next enters as one leaves
+    assert info["n_ok"] == sum(r["status"] == "ok" for r in recs)
+    # every unit of a set with several units was served its documents from the cache
+    by_set = Counter(r["document_set_id"] for r in recs if r["status"] == "ok")
+    shared = [r for r in recs if r["status"] == "ok" and by_set[r["document_set_id"]] > 1]
+    assert shared and all(r["cached_tokens"] > 0.8 * r["prompt_tokens"] for r in shared)
+
+
+def test_a_set_larger_than_the_cache_runs_alone(planned_demo, tmp_path, engine):
+    _, _, watch, _ = _shard_run(planned_demo, tmp_path, engine, 64)
+    assert max(len(w) for w in watch.windows) == 1
+
+
+def test_batch_sets_fixes_the_window(planned_demo, tmp_path, engine):
+    _, _, watch, _ = _shard_run(planned_demo, tmp_path, engine, 10**9, ("batch_sets", 1))
+    assert max(len(w) for w in watch.windows) == 1
+    _, _, watch, _ = _shard_run(planned_demo, tmp_path / "b", engine, 10**9, ("batch_sets", 2))
+    assert max(len(w) for w in watch.windows) == 2

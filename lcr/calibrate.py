@@ -1,0 +1,195 @@
+"""Single measurements behind the cost model and the floor: prefill, decode steps, bandwidth.
+
+    lcr bench jobs/bench-llama31-8b.toml --calibrate     # prints a [cost] table to paste
+
+Prefill: one fresh prompt at several lengths (prefix cache reset), fitted to
+L / prefill_tok_s * (1 + L / attn_tokens). Decode: for batches of S sets x U sequences on
+prefixes of P tokens, the time of N extra decode steps (two runs that differ only in their
+output length), fitted to step_s + step_seq_s * seqs + step_ctx_s * context + step_shared_s *
+shared prefixes. Bandwidth: the faster of a device-to-device copy and a device-wide read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lcr.cost import MTOK
+
+BANDWIDTH_PROBE = r"""
+import json, time
+try:
+    import torch
+    cuda = torch.cuda.is_available()
+except ImportError:
+    cuda = False
+if cuda:
+    x = torch.randn(1 << 29, device="cuda", dtype=torch.bfloat16)  # 1 GiB
+    y = torch.empty_like(x)
+    def timed(fn, reps=20):
+        fn(); torch.cuda.synchronize(); t = time.perf_counter()
+        for _ in range(reps): fn()
+        torch.cuda.synchronize(); return (time.perf_counter() - t) / reps
+    copy = 2 * x.numel() * 2 / timed(lambda: y.copy_(x))
+    read = x.numel() * 2 / timed(lambda: x.sum(dtype=torch.float32))
+else:
+    import numpy as np
+    x = np.ones(1 << 25, dtype=np.float32); y = np.empty_like(x)
+    def timed(fn, reps=5):
+        fn(); t = time.perf_counter()
+        for _ in range(reps): fn()
+        return (time.perf_counter() - t) / reps
+    copy = 2 * x.nbytes / timed(lambda: np.copyto(y, x))
+    read = x.nbytes / timed(lambda: x.sum())
+print(json.dumps({"copy": copy, "read": read, "device": "cuda" if cuda else "cpu"}))
+"""
+
+
+def measure_bandwidth() -> dict:
+    """Bytes/s of a copy (read + write counted) and of a read, in a process of its own (before
+    the engine starts, so that its memory is free and CUDA is not initialised here)."""
+    out = subprocess.run([sys.executable, "-c", BANDWIDTH_PROBE], capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    bw = json.loads(out.strip().splitlines()[-1])
+    bw["bandwidth"] = max(bw["copy"], bw["read"])
+    return bw
+
+
+def model_bytes(model_dir: str | Path, dtype_bytes: int, kv_dtype_bytes: int) -> dict:
+    """Weights a decode step reads (all but the embedding table) and KV bytes per token, from a
+    Llama-style config.json."""
+    c = json.loads((Path(model_dir) / "config.json").read_text())
+    h, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+    head = c.get("head_dim") or h // c["num_attention_heads"]
+    q, kv = c["num_attention_heads"] * head, c["num_key_value_heads"] * head
+    per_layer = h * q + 2 * h * kv + q * h + 3 * h * c["intermediate_size"] + 2 * h
+    params = layers * per_layer + h + vocab * h  # + final norm + lm_head
+    return {"weight_bytes": params * dtype_bytes,
+            "kv_bytes_per_token": layers * 2 * kv * kv_dtype_bytes}
+
+
+def engine_dtypes(engine) -> tuple[int, int]:
+    """(weights, KV cache) bytes per element of a started engine."""
+    import torch
+
+    mc = engine.llm.llm_engine.model_config
+    wbytes = torch.empty(0, dtype=mc.dtype).element_size()
+    kv = engine.llm.llm_engine.vllm_config.cache_config.cache_dtype
+    return wbytes, (1 if "fp8" in str(kv) else wbytes)
+
+
+def _ids(rng, n: int, vocab: int) -> list[int]:
+    return rng.integers(min(1000, vocab // 4), vocab - 300, size=n).tolist()
+
+
+def _one(max_tokens: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(temperature=0.0, top_p=1.0, top_k=-1, max_new_tokens=max_tokens,
+                           ignore_eos=True)
+
+
+def measure_prefill(engine, lengths: list[int], vocab: int, seed: int = 1) -> dict[int, float]:
+    """Seconds to prefill one fresh prompt of each length (one output token)."""
+    rng = np.random.default_rng(seed)
+    engine.generate([_ids(rng, min(lengths), vocab)], [engine.params(_one(1))])  # warm-up
+    out = {}
+    for n in sorted(set(lengths)):
+        engine.llm.reset_prefix_cache()
+        ids = _ids(rng, n, vocab)
+        t0 = time.perf_counter()
+        engine.generate([ids], [engine.params(_one(1))])
+        out[n] = round(time.perf_counter() - t0, 4)
+        print(f"  prefill {n:>7,} tokens: {out[n]:.3f} s", file=sys.stderr, flush=True)
+    return out
+
+
+@dataclasses.dataclass
+class DecodePoint:
+    sets: int
+    seqs_per_set: int
+    prefix: int
+    step_s: float = 0.0  # measured seconds per decode step
+
+    def features(self, suffix: int, mid: float) -> list[float]:
+        seqs = self.sets * self.seqs_per_set
+        context = seqs * (self.prefix + suffix + mid)
+        return [1.0, seqs, context / MTOK, self.sets * self.prefix / MTOK]
+
+
+def measure_decode(engine, points: list[DecodePoint], vocab: int, steps: tuple[int, int],
+                   suffix: int = 32, seed: int = 2) -> list[DecodePoint]:
+    """Seconds per decode step for each batch shape: (run of steps[1] - run of steps[0]) /
+    their difference; prefixes primed first, fresh suffixes each run."""
+    rng = np.random.default_rng(seed)
+    for pt in points:
+        # the same prefix for the same (length, set): shapes that share one reuse its cache
+        prefixes = [_ids(np.random.default_rng([seed, pt.prefix, s]), pt.prefix, vocab)
+                    for s in range(pt.sets)]
+        engine.generate(prefixes, [engine.params(_one(1))] * pt.sets)
+        times = []
+        for n in steps:
+            prompts = [p + _ids(rng, suffix, vocab) for p in prefixes
+                       for _ in range(pt.seqs_per_set)]
+            t0 = time.perf_counter()
+            engine.generate(prompts, [engine.params(_one(n))] * len(prompts))
+            times.append(time.perf_counter() - t0)
+        pt.step_s = round((times[1] - times[0]) / (steps[1] - steps[0]), 6)
+        print(f"  decode {pt.sets} set(s) x {pt.seqs_per_set} seqs on {pt.prefix:,}-token "
+              f"prefixes: {pt.step_s * 1000:.2f} ms/step", file=sys.stderr, flush=True)
+    return points
+
+
+def decode_points(long: int, kv_tokens: int, budget: int) -> list[DecodePoint]:
+    """Batch shapes that separate the model's terms and fit in the KV cache."""
+    mid, short = max(long // 3, 64), min(1024, max(long // 8, 32))
+    shapes = [(1, 1, short), (1, 64, short), (1, 1, long), (1, 8, long), (1, 32, mid),
+              (3, 4, long), (8, 8, mid), (4, 32, max(mid // 4, 32))]
+    out = []
+    for sets, seqs, prefix in shapes:
+        need = sets * prefix + sets * seqs * (budget + 64)
+        if need <= 0.9 * kv_tokens:
+            out.append(DecodePoint(sets, seqs, prefix))
+    return out
+
+
+def fit_prefill(table: dict[int, float]) -> dict:
+    """prefill_tok_s and attn_tokens by least squares on t = L/r + L^2/(r A)."""
+    lengths = np.array(sorted(table), dtype=float)
+    times = np.array([table[int(n)] for n in lengths])
+    a = np.stack([lengths, lengths**2], axis=1)
+    (u, v), *_ = np.linalg.lstsq(a, times, rcond=None)
+    if u <= 0:
+        return {}
+    return {"prefill_tok_s": round(1 / u, 1),
+            "attn_tokens": round(u / v, 1) if v > 0 else 1e12}
+
+
+def fit_decode(points: list[DecodePoint], suffix: int, mid: float) -> dict:
+    """Non-negative least squares of the step model (terms fitted below zero are dropped)."""
+    x = np.array([p.features(suffix, mid) for p in points])
+    y = np.array([p.step_s for p in points])
+    names = ["step_s", "step_seq_s", "step_ctx_s", "step_shared_s"]
+    keep = list(range(len(names)))
+    while keep:
+        coef, *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
+        if (coef >= 0).all():
+            break
+        keep.pop(int(np.argmin(coef)))
+    out = dict.fromkeys(names, 0.0)
+    out.update({names[k]: float(f"{c:.4g}") for k, c in zip(keep, coef)})
+    pred = x[:, keep] @ coef if keep else np.zeros_like(y)
+    out["max_rel_error"] = round(float(np.max(np.abs(pred - y) / y)), 3) if len(y) else 0.0
+    return out
+
+
+def cost_toml(fitted: dict) -> str:
+    keys = ["prefill_tok_s", "attn_tokens", "step_s", "step_seq_s", "step_ctx_s",
+            "step_shared_s", "kv_tokens", "block_tokens"]
+    return "[cost]\n" + "\n".join(f"{k} = {fitted[k]}" for k in keys if k in fitted)
