@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from lcr.config import Config, ConfigError, apply_override, load_config, validate
-from lcr.cost import Physics, floor, set_demands
+from lcr.cost import Physics, floor, set_demands, units_cost
 from lcr.io import atomic_write_json, atomic_write_jsonl, atomic_write_npy, atomic_write_text
-from lcr.plan import assign, make_units, units_cost
+from lcr.plan import assign, make_units
 from lcr.rundir import RunDir
 from lcr.window import Capacity
 

@@ -72,19 +72,21 @@ class ShardsSection:
 class CostSection:
     # Planner cost model, seconds on one GPU (lcr.cost). A prefill of L tokens costs
     # L / prefill_tok_s * (1 + L / attn_tokens); a decode step costs step_s + step_seq_s per
-    # sequence + step_ctx_s per million context tokens read + step_shared_s per million shared
-    # prefix tokens per set in flight. `lcr bench --calibrate` fits them on a GPU node; the
-    # decode values here are first estimates until the H100 calibration replaces them.
-    prefill_tok_s: float = 45235.0  # linear prefill rate at short context
-    attn_tokens: float = 53150.0  # context length at which attention doubles prefill cost
-    step_s: float = 0.0068  # decode step: fixed part (reading the weights)
-    step_seq_s: float = 0.00005  # decode step: per sequence in the batch
-    step_ctx_s: float = 0.030  # decode step: per million context tokens the sequences attend
-    step_shared_s: float = 0.0  # decode step: per million shared-prefix tokens per set
-    kv_tokens: int = 390000  # KV cache the planner assumes (generate reads the real one)
+    # sequence + step_ctx_s per million context tokens the sequences attend + step_shared_s per
+    # million shared-prefix tokens per set in flight. Fitted by `lcr bench --calibrate` (vLLM
+    # 0.26, Llama-3.1-8B shapes, dummy weights, one NVIDIA H200, 2026-11-27); with them the model
+    # predicted three workloads within 6% (README "Performance").
+    prefill_tok_s: float = 45108.7  # linear prefill rate at short context
+    attn_tokens: float = 51783.5  # context length at which attention doubles prefill cost
+    step_s: float = 0.004883  # decode step: fixed part (reading the weights)
+    step_seq_s: float = 0.0000533  # decode step: per sequence in the batch
+    step_ctx_s: float = 0.01559  # decode step: per million context tokens the sequences attend
+    step_shared_s: float = 0.02428  # decode step: per million shared-prefix tokens per set
+    kv_tokens: int = 891392  # KV cache the planner assumes (H200, 0.9 of memory; an 80 GB H100
+    # holds roughly half); generate reads the real one from the engine
     block_tokens: int = 16  # KV block size the planner assumes
     output_tokens: int = 0  # mean answer length for planning; 0 = sampling.max_new_tokens
-    engine_start_s: float = 60.0  # engine start: load, compile, CUDA graphs (warm cache)
+    engine_start_s: float = 60.0  # engine start with a warm compile cache (36-65 s; cold 92 s)
 
 
 @dataclass

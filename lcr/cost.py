@@ -15,6 +15,7 @@ bandwidth) gives the bench's floor.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -222,3 +223,47 @@ def floor(demands: list[SetDemand], cap: Capacity, phys: Physics,
         new, phys.prefill_s), lambda b: physical_step_seconds(b, phys), chunk_tokens)
     p.decode_s = max(0.0, p.decode_s - p.prefill_steps * p.max_step_s)
     return p
+
+
+@dataclass
+class Load:
+    seconds: float = 0.0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    max_window: int = 0  # most document sets in flight at once
+
+    @property
+    def tokens(self) -> int:
+        return self.prefill_tokens + self.decode_tokens
+
+
+def units_cost(units: list[dict], qinfo: dict[str, dict], cfg: Config) -> Load:
+    """Predicted engine time of `units` on one engine (lcr.cost replays its set window).
+
+    Each set's shared prefix is prefilled once and each unit's own rest once; every unit
+    decodes `cost.output_tokens` (default: the whole `sampling.max_new_tokens` budget) in a
+    batch with the other sets in flight. too_long units cost nothing: they never reach the
+    engine.
+    """
+    demands = set_demands(units, qinfo, cfg.sampling.max_new_tokens, cfg.cost.output_tokens)
+    p = predict(demands, cfg.cost, capacity_from(cfg), cfg.engine.max_num_batched_tokens)
+    return Load(p.seconds, p.prefill_tokens, p.decode_tokens, p.prefill_s, p.decode_s,
+                p.max_window)
+
+
+def pack(groups: list[list[dict]], count: int, cost_of) -> list[list[dict]]:
+    """Largest-first onto the least-loaded shard (ties: lowest index).
+
+    `cost_of(units)` is the predicted time of a whole shard: loads are not additive (sets in
+    flight together share decode steps), so a shard's load is recomputed as it grows.
+    """
+    ordered = sorted(groups, key=lambda g: (-cost_of(g), g[0]["document_set_id"], g[0]["key"]))
+    heap = [(0.0, i) for i in range(count)]
+    shards: list[list[dict]] = [[] for _ in range(count)]
+    for g in ordered:
+        _, i = heapq.heappop(heap)
+        shards[i].extend(g)
+        heapq.heappush(heap, (cost_of(shards[i]), i))
+    return shards

@@ -33,7 +33,7 @@ from lcr.io import (
     sha256_file,
     write_done,
 )
-from lcr.plan import pack, units_cost
+from lcr.plan import replica_parts
 from lcr.prepare import load_prepared, load_prompt_ids
 from lcr.rundir import RunDir
 from lcr.window import Capacity
@@ -74,14 +74,7 @@ def shard_done(run_dir: RunDir, spec: dict, part: int | None = None,
 
 def split_parts(shard: dict, parts: int, qinfo: dict, cfg: Config) -> list[list[dict]]:
     """A shard's units between replica engines: whole sets, largest-first by the cost model."""
-    groups: dict[str, list[dict]] = {}
-    for u in shard["units"]:
-        groups.setdefault(u["document_set_id"], []).append(u)
-
-    def cost_of(g):
-        return units_cost(g, qinfo, cfg).seconds
-
-    return pack(list(groups.values()), parts, cost_of)
+    return replica_parts(shard, parts, qinfo, cfg)
 
 
 class Progress:

@@ -10,14 +10,12 @@ shards than sets is a set split, by seed first, then by question, then by sample
 
 from __future__ import annotations
 
-import heapq
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
 
 from lcr.config import Config, ConfigError
-from lcr.cost import capacity_from, predict, set_demands
+from lcr.cost import pack, units_cost
 from lcr.io import atomic_write_json, atomic_write_text
 from lcr.rundir import RunDir, config_toml
 
@@ -45,34 +43,6 @@ def make_units(questions: list[dict], seeds: list[int], n: int) -> list[dict]:
     ]
 
 
-@dataclass
-class Load:
-    seconds: float = 0.0
-    prefill_tokens: int = 0
-    decode_tokens: int = 0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
-    max_window: int = 0  # most document sets in flight at once
-
-    @property
-    def tokens(self) -> int:
-        return self.prefill_tokens + self.decode_tokens
-
-
-def units_cost(units: list[dict], qinfo: dict[str, dict], cfg: Config) -> Load:
-    """Predicted engine time of `units` on one engine (lcr.cost replays its set window).
-
-    Each set's shared prefix is prefilled once and each unit's own rest once; every unit
-    decodes `cost.output_tokens` (default: the whole `sampling.max_new_tokens` budget) in a
-    batch with the other sets in flight. too_long units cost nothing: they never reach the
-    engine.
-    """
-    demands = set_demands(units, qinfo, cfg.sampling.max_new_tokens, cfg.cost.output_tokens)
-    p = predict(demands, cfg.cost, capacity_from(cfg), cfg.engine.max_num_batched_tokens)
-    return Load(p.seconds, p.prefill_tokens, p.decode_tokens, p.prefill_s, p.decode_s,
-                p.max_window)
-
-
 def _split(group: list[dict]) -> list[list[dict]]:
     """Halve a group of one set's units: by seed first, then by question, then by sample."""
     for field in ("seed", "question_id", "sample"):
@@ -82,22 +52,6 @@ def _split(group: list[dict]) -> list[list[dict]]:
             return [[u for u in group if u[field] in first],
                     [u for u in group if u[field] not in first]]
     return [group]
-
-
-def pack(groups: list[list[dict]], count: int, cost_of) -> list[list[dict]]:
-    """Largest-first onto the least-loaded shard (ties: lowest index).
-
-    `cost_of(units)` is the predicted time of a whole shard: loads are not additive (sets in
-    flight together share decode steps), so a shard's load is recomputed as it grows.
-    """
-    ordered = sorted(groups, key=lambda g: (-cost_of(g), g[0]["document_set_id"], g[0]["key"]))
-    heap = [(0.0, i) for i in range(count)]
-    shards: list[list[dict]] = [[] for _ in range(count)]
-    for g in ordered:
-        _, i = heapq.heappop(heap)
-        shards[i].extend(g)
-        heapq.heappush(heap, (cost_of(shards[i]), i))
-    return shards
 
 
 def assign(units: list[dict], count: int, policy: str, qinfo: dict, cfg: Config,
@@ -180,20 +134,30 @@ def check_plan(plan: dict, questions: list[dict], seeds: list[int], n: int) -> N
 
 
 def plan_table(plan: dict, questions: list[dict], cfg: Config) -> str:
-    """Per-shard table, totals, and what a round-robin split of the same units would cost."""
+    """Per-shard table, totals, what a round-robin split of the same units would cost, and
+    what seeds cost when they cannot differ (temperature 0)."""
     qinfo = {q["question_id"]: q for q in questions}
-    lines = [f"{'shard':>5} {'sets':>4} {'units':>5} {'est tokens':>11} {'est GPU-min':>11}"]
+    r = cfg.engine.replicas
+    lines = [f"{'shard':>5} {'sets':>4} {'units':>5} {'est tokens':>11} {'prefill min':>11} "
+             f"{'decode min':>10} {'GPU-min':>8} {'window':>6}"
+             + (f" {'node min':>8}" if r > 1 else "")]
     for s in plan["shards"]:
+        node = ""
+        if r > 1:
+            parts = [units_cost(p, qinfo, cfg).seconds for p in replica_parts(s, r, qinfo, cfg)]
+            node = f" {max(parts) / 60:>8.2f}"
         lines.append(
             f"{s['index']:>5} {len(s['document_sets']):>4} {len(s['units']):>5} "
-            f"{s['est_tokens']:>11,} {s['est_seconds'] / 60:>11.2f}"
+            f"{s['est_tokens']:>11,} {s.get('est_prefill_s', 0) / 60:>11.2f} "
+            f"{s.get('est_decode_s', 0) / 60:>10.2f} {s['est_seconds'] / 60:>8.2f} "
+            f"{s.get('est_window', 0):>6}{node}"
         )
     secs = [s["est_seconds"] for s in plan["shards"]]
     total = sum(secs)
     lines.append(
         f"{'total':>5} {len({q['document_set_id'] for q in questions}):>4} "
         f"{plan['n_units']:>5} {sum(s['est_tokens'] for s in plan['shards']):>11,} "
-        f"{total / 60:>11.2f}"
+        f"{'':>11} {'':>10} {total / 60:>8.2f}"
     )
     units = plan_units(plan)
     units.sort(key=lambda u: (list(qinfo).index(u["question_id"]), u["seed"], u["sample"]))
@@ -201,9 +165,13 @@ def plan_table(plan: dict, questions: list[dict], cfg: Config) -> str:
     rr_secs = [units_cost(s, qinfo, cfg).seconds for s in rr]
     mean = total / max(len(secs), 1)
     balance = max(secs) / mean if mean else 1.0
+    answers = (f"answers of {cfg.cost.output_tokens} tokens (cost.output_tokens)"
+               if cfg.cost.output_tokens else
+               f"every answer using its whole budget of {cfg.sampling.max_new_tokens} tokens "
+               "(an upper bound; set cost.output_tokens to the mean answer length)")
     lines.append(
-        f"balance: max/mean estimated load {balance:.2f}; makespan {max(secs) / 60:.2f} min "
-        f"(+ engine start {cfg.cost.engine_start_s:.0f} s per shard)"
+        f"balance: max/mean estimated load {balance:.2f}; makespan {max(secs) / 60:.2f} GPU-min "
+        f"(+ engine start {cfg.cost.engine_start_s:.0f} s per engine); {answers}"
     )
     if total > 0:
         lines.append(
@@ -211,7 +179,38 @@ def plan_table(plan: dict, questions: list[dict], cfg: Config) -> str:
             f"{max(rr_secs) / 60:.2f} min; document-set sharding saves "
             f"{(1 - total / sum(rr_secs)) * 100:.0f}% ({sum(rr_secs) / total:.2f}x cheaper)"
         )
+    warning = greedy_seeds_warning(plan, qinfo, cfg)
+    if warning:
+        lines.append(warning)
     return "\n".join(lines)
+
+
+def greedy_seeds_warning(plan: dict, qinfo: dict, cfg: Config) -> str | None:
+    """At temperature 0 every seed decodes the same answer (up to batch nondeterminism): say
+    so, with the GPU time the extra seeds cost."""
+    seeds = cfg.sampling.seeds
+    if cfg.sampling.temperature > 0 or len(seeds) < 2:
+        return None
+    total = sum(s["est_seconds"] for s in plan["shards"])
+    one = sum(units_cost([u for u in s["units"] if u["seed"] == seeds[0]], qinfo, cfg).seconds
+              for s in plan["shards"])
+    extra = total - one
+    return (f"warning: sampling.temperature = 0 (greedy): the {len(seeds)} seeds decode the same "
+            f"answers up to batch nondeterminism, so the {len(seeds) - 1} extra seed(s) cost "
+            f"~{extra / 60:.1f} GPU-min ({extra / total:.0%} of the run) for replicates that "
+            "measure nondeterminism, not sampling spread; use one seed, or temperature > 0")
+
+
+def replica_parts(shard: dict, parts: int, qinfo: dict, cfg: Config) -> list[list[dict]]:
+    """A shard's units between replica engines: whole sets, packed by the cost model."""
+    groups: dict[str, list[dict]] = {}
+    for u in shard["units"]:
+        groups.setdefault(u["document_set_id"], []).append(u)
+
+    def cost_of(g):
+        return units_cost(g, qinfo, cfg).seconds
+
+    return pack(list(groups.values()), parts, cost_of)
 
 
 def _config_conflicts(cfg: Config, run_dir: RunDir) -> list[str]:

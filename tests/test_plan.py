@@ -7,7 +7,8 @@ import pytest
 from helpers import demo_config
 
 from lcr.config import Config, ConfigError
-from lcr.plan import assign, check_plan, make_plan, make_units, plan_run, plan_units, units_cost
+from lcr.cost import units_cost
+from lcr.plan import assign, check_plan, make_plan, make_units, plan_run, plan_units
 from lcr.shape import aalcr_shaped
 
 
@@ -115,3 +116,36 @@ def test_replanning_with_another_config_is_refused(tmp_path):
     _, plan, _ = plan_run(demo_config(tmp_path, "sampling.seeds=[0,1,2]"), force=True,
                           log=lambda *_: None)
     assert plan["n_units"] == 63
+
+
+def test_greedy_seeds_are_flagged_with_their_cost():
+    from lcr.plan import greedy_seeds_warning, plan_table
+
+    qs = aalcr_shaped()
+    qinfo = {q["question_id"]: q for q in qs}
+    cfg = _cfg(4, seeds=(0, 1, 2))
+    cfg.sampling.temperature = 0.0
+    plan = make_plan(qs, cfg)
+    warning = greedy_seeds_warning(plan, qinfo, cfg)
+    assert "temperature = 0" in warning and "2 extra seed(s)" in warning
+    one = make_plan(qs, _cfg(4, seeds=(0,)))
+    extra = (sum(s["est_seconds"] for s in plan["shards"])
+             - sum(s["est_seconds"] for s in one["shards"])) / 60
+    shown = float(warning.split("cost ~")[1].split(" GPU-min")[0])
+    assert shown == pytest.approx(extra, rel=0.15)  # the same units, packed as planned
+    assert warning in plan_table(plan, qs, cfg)
+    cfg.sampling.temperature = 0.7
+    assert greedy_seeds_warning(plan, qinfo, cfg) is None
+    assert greedy_seeds_warning(one, qinfo, _cfg(4, seeds=(0,))) is None
+
+
+def test_plan_table_shows_prefill_decode_window_and_replica_nodes():
+    from lcr.plan import plan_table
+
+    qs = aalcr_shaped()
+    cfg = _cfg(2, seeds=(0,))
+    cfg.engine.replicas, cfg.slurm.gpus_per_node = 4, 4
+    table = plan_table(make_plan(qs, cfg), qs, cfg)
+    header = table.splitlines()[0]
+    for column in ("prefill min", "decode min", "GPU-min", "window", "node min"):
+        assert column in header
