@@ -57,7 +57,7 @@ from lcr.io import (
     write_done,
 )
 from lcr.prepare import load_prepared
-from lcr.prompts import judge_messages, protocol_for_revision
+from lcr.prompts import judge_messages
 from lcr.rundir import RunDir
 from lcr.verdict import exact_verdict, parse_verdict  # noqa: F401 (exact_verdict: re-exported)
 
@@ -76,19 +76,6 @@ class EndpointError(JudgeError):
 
 
 # ----------------------------------------------------------------------------- settings
-
-def check_protocol(cfg: Config) -> None:
-    """The judge prompt must match the dataset revision (v1.1 changed answer keys too)."""
-    if cfg.data.source != "hf" or cfg.judge.force:
-        return
-    want = protocol_for_revision(cfg.data.revision)
-    if cfg.judge.prompt != want:
-        raise ConfigError(
-            f"judge.prompt = {cfg.judge.prompt!r} does not match data.revision = "
-            f"{cfg.data.revision!r}, which goes with judge.prompt = {want!r}. Set judge.prompt "
-            f"= {want!r}, or judge.force = true to judge with the other protocol on purpose."
-        )
-
 
 def settings_file(rd: RunDir, out: str) -> Path:
     return rd.judge_dir(out) / "settings.json"
@@ -118,7 +105,6 @@ def judge_config(rd: RunDir, overrides=(), out: str = "") -> Config:
                 f"judge.{key} = {getattr(cfg.judge, key)!r} would mix two judges in one folder. "
                 "Use another --out NAME for the new judge."
             )
-    check_protocol(cfg)
     return cfg
 
 

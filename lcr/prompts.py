@@ -15,7 +15,9 @@ JUDGE_PROTOCOLS = ("v1.0", "v1.1")
 
 # Which judge protocol goes with which dataset revision: v1.1 corrected 16 answer keys
 # together with its new judge prompt, so mixing them misgrades those questions.
+V10_REVISION = "bdae010bbce259820c0e34c1d7cce210d966fb75"
 V11_REVISION = "9a77ef56b717057ade24ceab4d273712a0b4f19e"
+REVISIONS = {V10_REVISION: "v1.0", V11_REVISION: "v1.1"}  # hub revision -> judge protocol
 
 REASONING_SYSTEM_PROMPT = (
     "You answer questions about long documents. Work in steps before answering:\n"
@@ -90,6 +92,36 @@ def judge_messages(protocol: str, question: str, official: str, candidate: str) 
     return messages
 
 
-def protocol_for_revision(revision: str) -> str:
-    """The judge protocol that matches a dataset revision."""
-    return "v1.1" if revision == V11_REVISION else "v1.0"
+class RevisionError(ValueError):
+    """A dataset revision whose judge protocol is unknown, or contradicts data.protocol."""
+
+
+def known_revisions() -> str:
+    return ", ".join(f"{protocol} = {revision}" for revision, protocol in REVISIONS.items())
+
+
+def protocol_for_revision(revision: str, declared: str = "") -> str:
+    """The judge protocol that matches a dataset revision.
+
+    `declared` (data.protocol) states the protocol of a snapshot lcr cannot know by its
+    revision, such as a private mirror; for a known revision it must agree. An unknown
+    revision with nothing declared is refused: guessing would misgrade the 16 answer keys
+    that v1.1 changed.
+    """
+    known = REVISIONS.get(revision)
+    if declared:
+        if declared not in JUDGE_PROTOCOLS:
+            raise RevisionError(
+                f"data.protocol = {declared!r}; expected one of {', '.join(JUDGE_PROTOCOLS)}")
+        if known and known != declared:
+            raise RevisionError(
+                f"data.protocol = {declared!r} contradicts data.revision = {revision!r}, "
+                f"which is AA-LCR {known}; drop data.protocol or pin the other revision")
+        return declared
+    if known is None:
+        raise RevisionError(
+            f"data.revision = {revision!r} is not a known AA-LCR revision (known: "
+            f"{known_revisions()}); pin one of them, or declare the protocol of a private "
+            "mirror with data.protocol = \"v1.0\" or \"v1.1\""
+        )
+    return known
