@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 from lcr.config import Config, ReportSection
+from lcr.interval import METHOD as CI_METHOD
+from lcr.interval import t_interval
 from lcr.io import atomic_write_jsonl
 from lcr.judge import identity
+from lcr.render import _bars, wrap_label
 from lcr.report import (
     ReportError,
     build_report,
@@ -72,7 +75,7 @@ def test_report_writes_json_md_png_and_prints_summary(tmp_path):
     run = make_run(tmp_path, "r", recs)
     line = run_report([run])
     assert re.fullmatch(
-        r"accuracy \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \(95% cluster bootstrap over 30 document "
+        r"accuracy \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \(95% cluster t interval over 30 document "
         r"sets; 100 questions x 3 seeds; 2 invalid verdicts\)", line), line
     assert sorted(p.name for p in run.iterdir()) == [
         "config.toml", "report.json", "report.md", "report.png", "verdicts.jsonl"]
@@ -105,17 +108,21 @@ def test_report_writes_json_md_png_and_prints_summary(tmp_path):
     assert (run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_interval_is_the_seeded_cluster_bootstrap(tmp_path):
+def test_report_interval_is_the_t_interval_with_the_seeded_bootstrap_beside_it(tmp_path):
     run = make_run(tmp_path, "r", records(seeds=(0, 1)))
     report = build_report([run], report_cfg=ReportSection(bootstrap=2000, ci_level=0.9, seed=4))
     qs = sorted(report["per_question"])
-    low, high, _ = cluster_bootstrap([report["per_question"][q]["score"] for q in qs],
-                                     [report["per_question"][q]["document_set_id"] for q in qs],
-                                     2000, 0.9, 4)
-    assert (report["ci_low"], report["ci_high"]) == (low, high)
+    scores = [report["per_question"][q]["score"] for q in qs]
+    sets = [report["per_question"][q]["document_set_id"] for q in qs]
+    assert (report["ci_low"], report["ci_high"], report["ci_df"]) == t_interval(scores, sets, 0.9)
+    assert report["ci_method"] == CI_METHOD
+    low, high, _ = cluster_bootstrap(scores, sets, 2000, 0.9, 4)
+    assert (report["bootstrap_ci_low"], report["bootstrap_ci_high"]) == (low, high)
     again = build_report([run], report_cfg=ReportSection(bootstrap=2000, ci_level=0.9, seed=4))
     assert again == report  # a pure, seeded function of the verdicts
-    assert "90% cluster bootstrap" in report["summary"]
+    assert "90% cluster t interval" in report["summary"]
+    md = render_markdown(report)
+    assert f"90% interval: {CI_METHOD}" in md and "percentile cluster bootstrap" in md
 
 
 def test_missing_verdicts_names_the_file_and_the_fix(tmp_path):
@@ -294,3 +301,63 @@ def test_records_without_judge_fields_fall_back_to_the_config(tmp_path):
     assert any("no judge_model in the records" in w for w in report["warnings"])
     run = make_run(tmp_path, "vllm", records(), stamp=False)
     assert build_report([run])["judge"]["model"] == Config().judge.model
+
+
+def test_breakdown_rows_of_few_sets_are_rough_in_json_md_and_png(tmp_path):
+    recs = records(seeds=(0, 1))  # 30 sets over 5 categories: 6 sets each
+    for r in recs:  # one category of 12 sets, one of a single set
+        s = int(r["document_set_id"][3:])
+        r["document_category"] = ("Government_Consultations" if s < 12 else "Legal" if s == 12
+                                  else CATEGORIES[s % 3])
+    run = make_run(tmp_path, "r", recs)
+    run_report([run])
+    report = json.loads((run / "report.json").read_text())
+    cats = report["per_category"]
+    assert cats["Government_Consultations"]["n_document_sets"] == 12
+    assert cats["Government_Consultations"]["rough"] is False
+    assert cats["legal"]["n_document_sets"] < 10 and cats["legal"]["rough"] is True
+    assert cats["legal"]["ci_low"] is not None
+    assert cats["Legal"]["n_document_sets"] == 1 and cats["Legal"]["ci_low"] is None
+    assert report["rough"] is False  # 30 sets overall
+    md = (run / "report.md").read_text()
+    sets = cats["legal"]["n_document_sets"]
+    assert re.search(rf"\| legal \| \d+ \| {sets} \| [\d.]+ \| \[[\d.]+, [\d.]+\] rough "
+                     rf"\({sets} sets\) \|", md), md
+    assert f"| Legal | {cats['Legal']['n']} | 1 | " in md and "n/a (1 set) |" in md
+    gov = cats["Government_Consultations"]
+    assert f"[{gov['ci_low']:.3f}, {gov['ci_high']:.3f}] |" in md
+    # the figure: whiskers only for rows of 10 or more sets; set counts in the labels
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots()
+    names = list(cats)
+    _bars(ax, names, [cats[n] for n in names], "t", ["tab:blue"] * len(names))
+    from matplotlib.container import ErrorbarContainer
+
+    (whiskers,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    segments = whiskers.lines[2][0].get_segments()
+    assert [seg[0][0] for seg in segments] == [i for i, n in enumerate(names)
+                                               if not cats[n]["rough"]]
+    assert all(abs(seg[1][1] - seg[0][1]) > 0 for seg in segments)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert f"Government_\nConsultations\n(n={gov['n']}, 12 sets)" in labels
+    assert f"Legal\n(n={cats['Legal']['n']}, 1 set)" in labels
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("name,want", [
+    ("Government_Consultations", "Government_\nConsultations"),
+    ("Company Documents", "Company\nDocuments"),
+    ("Survey Reports", "Survey Reports"),
+    ("Legal", "Legal"),
+    ("110-128K", "110-128K"),
+    ("Marketing_Materials_And_Brochures", "Marketing_\nMaterials_And_\nBrochures"),
+    ("A_Very_Long_Single_Wordwithoutbreaks", "A_Very_Long_\nSingle_\nWordwithoutbreaks"),
+])
+def test_labels_wrap_between_words_and_keep_every_character(name, want):
+    wrapped = wrap_label(name)
+    assert wrapped == want
+    assert wrapped.replace("_\n", "_").replace("-\n", "-").replace("\n", " ") == name
