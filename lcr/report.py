@@ -29,13 +29,21 @@ from lcr.stats import paired_difference, question_scores, question_table, summar
 __all__ = ["ReportError", "build_report", "compare_runs", "compare_text", "render_markdown",
            "run_compare", "run_report", "write_report"]
 
-# What must agree for runs to be pooled as seeds of one evaluation.
+# Settings that change what a number means: how answers were sampled and cut, and what the
+# engine could see. Runs that differ here are not seeds of one evaluation, nor a fair pair.
+SETTING_KEYS = (
+    "sampling.temperature", "sampling.top_p", "sampling.top_k", "sampling.max_new_tokens",
+    "data.too_long", "engine.max_model_len", "engine.kv_cache_dtype", "engine.dtype",
+)
+# What must agree for runs to be pooled as seeds of one evaluation (seeds may differ).
 POOL_KEYS = (
     "model.path", "model.system_prompt", "judge.model", "judge.prompt", "judge.backend",
-    "data.revision", "data.source",
+    "data.revision", "data.source", *SETTING_KEYS,
 )
-# What must agree for two runs to be compared: the questions and the judge, not the model.
-COMPARE_KEYS = ("judge.model", "judge.prompt", "judge.backend", "data.revision", "data.source")
+# What must agree for two runs to be compared: the questions, the judge and the settings,
+# not the model.
+COMPARE_KEYS = ("judge.model", "judge.prompt", "judge.backend", "data.revision", "data.source",
+                *SETTING_KEYS)
 REQUIRED = ("key", "question_id", "seed", "sample", "document_set_id", "verdict")
 # The judge is whoever wrote the verdicts (a re-judge with --out differs from config.toml).
 # Backend first: a missing judge_model of the exact backend is "exact", not [judge].model.
@@ -84,18 +92,19 @@ def differences(first: dict, other: dict, keys=POOL_KEYS) -> list[str]:
 
 
 def check_same(runs: list[tuple[Path, dict]], keys, force: bool, verb: str) -> list[str]:
-    """Raise ReportError on the first differing key unless force; return warnings if forced."""
-    warnings = []
+    """Raise ReportError naming every differing key of every run, with both values, unless
+    force; return them as warnings if forced."""
     first_dir, first = runs[0]
-    for path, ident in runs[1:]:
-        diffs = differences(first, ident, keys)
-        if diffs and not force:
-            raise ReportError(
-                f"cannot {verb} {path} with {first_dir}: {diffs[0]}; "
-                "pass --force to do it anyway"
-            )
-        warnings += [f"forced: {path} vs {first_dir}: {d}" for d in diffs]
-    return warnings
+    problems = [(path, differences(first, ident, keys)) for path, ident in runs[1:]]
+    problems = [(path, diffs) for path, diffs in problems if diffs]
+    if problems and not force:
+        raise ReportError(
+            f"cannot {verb} runs whose settings differ:\n  "
+            + "\n  ".join(f"{path} vs {first_dir}: {'; '.join(diffs)}"
+                          for path, diffs in problems)
+            + "\npass --force to do it anyway"
+        )
+    return [f"forced: {path} vs {first_dir}: {d}" for path, diffs in problems for d in diffs]
 
 
 def load_verdicts(run_dir: str | Path, out: str = "") -> list[dict]:

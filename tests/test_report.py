@@ -361,3 +361,50 @@ def test_labels_wrap_between_words_and_keep_every_character(name, want):
     wrapped = wrap_label(name)
     assert wrapped == want
     assert wrapped.replace("_\n", "_").replace("-\n", "-").replace("\n", " ") == name
+
+
+def test_report_refuses_a_mixed_temperature_pool_naming_the_key(tmp_path, capsys):
+    from lcr.cli import main
+
+    a = make_run(tmp_path, "a", records(seeds=(0,)))
+    b = make_run(tmp_path, "b", records(seeds=(1,)), sampling__temperature=0.7)
+    assert main(["report", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lcr report: error: cannot pool runs whose settings differ:")
+    assert f"{b} vs {a}: sampling.temperature differs (0.0 vs 0.7)" in err
+    assert "pass --force" in err and not (a / "report.json").exists()
+    assert main(["report", str(a), str(b), "--force"]) == 0
+    report = json.loads((a / "report.json").read_text())
+    assert report["forced"] and any("sampling.temperature differs (0.0 vs 0.7)" in w
+                                    for w in report["warnings"])
+
+
+DIFFERENT = {"sampling__temperature": 0.6, "sampling__top_p": 0.9, "sampling__top_k": 40,
+             "sampling__max_new_tokens": 4096, "data__too_long": "truncate",
+             "engine__max_model_len": 65536, "engine__kv_cache_dtype": "fp8",
+             "engine__dtype": "bfloat16"}
+
+
+def test_pooling_runs_with_different_settings_is_refused_listing_every_key(tmp_path):
+    a = make_run(tmp_path, "a", records(seeds=(0,)))
+    b = make_run(tmp_path, "b", records(seeds=(1,)), **DIFFERENT)
+    c = make_run(tmp_path, "c", records(seeds=(2,)), engine__dtype="float16")
+    same = make_run(tmp_path, "same", records(seeds=(3,)))
+    default = Config()
+    with pytest.raises(ReportError) as e:
+        build_report([a, b, c, same])
+    msg = str(e.value)
+    for dotted, value in DIFFERENT.items():
+        section, key = dotted.split("__")
+        old = getattr(getattr(default, section), key)
+        assert f"{section}.{key} differs ({old!r} vs {value!r})" in msg, (dotted, msg)
+    assert f"{c} vs {a}: engine.dtype differs ('auto' vs 'float16')" in msg
+    assert str(same) not in msg  # seeds may differ
+    report = build_report([a, b, c, same], force=True)
+    assert len([w for w in report["warnings"] if w.startswith("forced:")]) == len(DIFFERENT) + 1
+    assert report["n_seeds"] == 4
+    # compare holds the two sides to the same settings (the models may differ)
+    m = make_run(tmp_path, "m", records(), model__path="other-model", sampling__top_k=40)
+    with pytest.raises(ReportError, match=r"sampling.top_k differs \(-1 vs 40\)"):
+        compare_runs(a, m)
+    assert any("sampling.top_k" in w for w in compare_runs(a, m, force=True)["warnings"])
