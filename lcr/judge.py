@@ -212,6 +212,8 @@ def _record(unit: dict, ident: dict, shard: int, verdict: str, raw: str, **extra
         "document_category": unit.get("document_category"),
         "status": unit["status"],
         "prompt_tokens": unit.get("prompt_tokens"),
+        "output_tokens": unit.get("output_tokens"),
+        "finish_reason": unit.get("finish_reason"),  # "length": cut at max_new_tokens
         "verdict": verdict,
         **ident,
         "raw": raw,

@@ -15,6 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from lcr.provenance import setup_markdown
 from lcr.stats import LENGTH_BUCKETS, ROUGH_SETS
 
 
@@ -75,7 +76,7 @@ def _breakdown_rows(breakdown: dict) -> list[list]:
 
 def _overview(r: dict) -> list[list]:
     level = _fmt_level(r["ci_level"])
-    df = f", {r['ci_df']:.1f} degrees of freedom" if r.get("ci_df") else ""
+    df = f" (df = {r['ci_df']:.1f})" if r.get("ci_df") else ""
     return [
         ["accuracy", _num(r["accuracy"])],
         [f"{level} interval: {r['ci_method']}{df}", _interval(r["ci_low"], r["ci_high"], 3)],
@@ -92,11 +93,14 @@ def _overview(r: dict) -> list[list]:
         ["units: correct / incorrect / invalid",
          f"{r['n_units']}: {r['n_correct']} / {r['n_incorrect']} / {r['n_invalid']}"],
         ["generation: too long / error", f"{r['n_too_long']} / {r['n_error']}"],
+        ["invalid verdicts: judge request failed / reply without a verdict",
+         f"{r.get('n_judge_errors', 'n/a')} / {r.get('n_unparsed', 'n/a')}"],
+        ["answers cut at max_new_tokens (finish_reason length)",
+         _num(r.get("n_cut_at_max_new_tokens"), 0)],
     ]
 
 
-def render_markdown(r: dict, setup: str = "") -> str:
-    """report.md; `setup` is the Setup section's body (lcr.provenance), if any."""
+def render_markdown(r: dict) -> str:
     level = _fmt_level(r["ci_level"])
     head = ["n questions", "document sets", "accuracy", f"{level} interval"]
     spread = r["seed_spread"]
@@ -129,8 +133,8 @@ def render_markdown(r: dict, setup: str = "") -> str:
          f"the seeds disagree on {spread['share_unstable']:.0%} of them."
          if spread["n"] else "One seed per question: no spread to measure."),
     ]
-    if setup:
-        parts += ["## Setup", setup]
+    if r.get("provenance"):
+        parts += ["## Setup", setup_markdown(r)]
     parts += [
         "## Runs",
         (f"Model `{r['model']['path']}` (system prompt {r['model']['system_prompt']}); judge "

