@@ -128,6 +128,7 @@ class JudgeSection:
     backend: str = "vllm"  # "vllm", "openai" or "exact"
     model: str = "Qwen/Qwen3-235B-A22B-Instruct-2507"  # judge model (vllm or openai)
     prompt: str = "v1.1"  # AA-LCR judge protocol: "v1.0" or "v1.1"
+    prompt_role: str = "user"  # where the filled judge text goes: "user" (official) or "system"
     force: bool = False  # allow a judge protocol that does not match (or an unknown) revision
     shards: int = 1  # judge array size
     tensor_parallel_size: int = 8  # vllm backend
@@ -268,11 +269,13 @@ def validate(cfg: Config) -> None:
         "model.system_prompt": (cfg.model.system_prompt, ("none", "reasoning")),
         "judge.backend": (cfg.judge.backend, ("vllm", "openai", "exact")),
         "judge.prompt": (cfg.judge.prompt, ("v1.0", "v1.1")),
+        "judge.prompt_role": (cfg.judge.prompt_role, ("user", "system")),
         "slurm.executor": (cfg.slurm.executor, ("auto", "slurm", "local")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
+    check_protocol(cfg)
     positive = {
         "shards.count": cfg.shards.count,
         "sampling.n": cfg.sampling.n,
@@ -310,7 +313,6 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"slurm.extra key {key!r} is not an sbatch option name")
     if not 0 < cfg.report.ci_level < 1:
         raise ConfigError(f"report.ci_level = {cfg.report.ci_level}; must be between 0 and 1")
-    check_protocol(cfg)
 
 
 def data_protocol(data: DataSection) -> str | None:

@@ -2,6 +2,7 @@
 
     messages = candidate_messages(["first", "second"], "Which one?", system="none")
     messages = judge_messages("v1.1", question, official_answer, candidate_answer)
+    messages = judge_messages("v1.0", q, a, c, role="system")   # the seed's critic setup
 
 The texts live in lcr/protocol/*.txt, copied from the dataset card (see aa-lcr-protocol.md).
 """
@@ -73,8 +74,23 @@ def candidate_messages(
     return messages
 
 
-def judge_messages(protocol: str, question: str, official: str, candidate: str) -> list[dict]:
-    """Chat messages for the judge under AA-LCR protocol v1.0 or v1.1."""
+# The user turn when the filled judge text goes in the system message (judge.prompt_role =
+# "system", as the seed's evaluate.py did). Llama-3.1's chat format, like most, expects a
+# user turn before the assistant answers, and some OpenAI-compatible servers refuse a
+# conversation without one; this line asks for nothing the judge text does not already ask.
+SYSTEM_ROLE_USER_TURN = "Assess the CANDIDATE ANSWER as instructed."
+PROMPT_ROLES = ("user", "system")
+
+
+def judge_messages(protocol: str, question: str, official: str, candidate: str,
+                   role: str = "user") -> list[dict]:
+    """Chat messages for the judge under AA-LCR protocol v1.0 or v1.1.
+
+    role "user" is the protocol's own layout. role "system" puts the filled judge text in the
+    system message (after v1.1's own system text) and SYSTEM_ROLE_USER_TURN in the user turn.
+    """
+    if role not in PROMPT_ROLES:
+        raise ValueError(f"judge.prompt_role = {role!r}; expected one of {PROMPT_ROLES}")
     slots = {"{question}": question, "{official_answer}": official}
     if protocol == "v1.0":
         user = protocol_text("judge-v1.0")
@@ -88,6 +104,10 @@ def judge_messages(protocol: str, question: str, official: str, candidate: str) 
         user = user.replace(slot, value)
     # The candidate answer goes in last so that text inside it is never treated as a slot.
     user = user.replace("{candidate_answer}", candidate)
+    if role == "system":
+        system = "\n".join([m["content"] for m in messages] + [user])
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": SYSTEM_ROLE_USER_TURN}]
     messages.append({"role": "user", "content": user})
     return messages
 

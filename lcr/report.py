@@ -38,18 +38,20 @@ SETTING_KEYS = (
 )
 # What must agree for runs to be pooled as seeds of one evaluation (seeds may differ).
 POOL_KEYS = (
-    "model.path", "model.system_prompt", "judge.model", "judge.prompt", "judge.backend",
-    "data.revision", "data.source", *SETTING_KEYS,
+    "model.path", "model.system_prompt", "judge.model", "judge.prompt", "judge.prompt_role",
+    "judge.backend", "data.revision", "data.source", *SETTING_KEYS,
 )
 # What must agree for two runs to be compared: the questions, the judge and the settings,
 # not the model.
-COMPARE_KEYS = ("judge.model", "judge.prompt", "judge.backend", "data.revision", "data.source",
-                *SETTING_KEYS)
+COMPARE_KEYS = ("judge.model", "judge.prompt", "judge.prompt_role", "judge.backend",
+                "data.revision", "data.source", *SETTING_KEYS)
 REQUIRED = ("key", "question_id", "seed", "sample", "document_set_id", "verdict")
 # The judge is whoever wrote the verdicts (a re-judge with --out differs from config.toml).
 # Backend first: a missing judge_model of the exact backend is "exact", not [judge].model.
 JUDGE_FIELDS = {"judge.backend": "judge_backend", "judge.model": "judge_model",
-                "judge.prompt": "judge_prompt"}
+                "judge.prompt": "judge_prompt", "judge.prompt_role": "judge_prompt_role"}
+# Judge fields recorded since a later version: older verdicts were all judged this way.
+RECORD_DEFAULTS = {"judge_prompt_role": "user"}
 
 
 class ReportError(ValueError):
@@ -66,7 +68,7 @@ def verdict_judge(records: list[dict], path: Path, cfg: Config) -> tuple[dict, l
     record has, which are taken from config.toml."""
     judge, warnings = {}, []
     for dotted, field in JUDGE_FIELDS.items():
-        values = {rec.get(field) for rec in records}
+        values = {rec.get(field, RECORD_DEFAULTS.get(field)) for rec in records}
         if len(values) > 1:
             shown = ", ".join(sorted(repr(v) for v in values))
             raise ReportError(f"{path}: verdicts from more than one judge ({field}: {shown}); "
@@ -205,6 +207,7 @@ def build_report(
             "model": idents[0]["judge.model"],
             "prompt": idents[0]["judge.prompt"],
             "backend": idents[0]["judge.backend"],
+            "prompt_role": idents[0]["judge.prompt_role"],
             "models_in_verdicts": sorted({ident["judge.model"] for ident in idents}),
         },
         data={"source": cfg.data.source, "revision": cfg.data.revision},

@@ -449,3 +449,64 @@ def test_cli_main(tmp_path, capsys):
     assert "not done: [1]" in capsys.readouterr().err
     assert main([str(rd.path)]) == 0  # the whole stage: the missing shard, then finalize
     assert len(read_jsonl(RunDir(rd.path).verdicts_file()).records) == 6
+
+
+class Recording(Counting):
+    """Counting, and keeping the messages the judge was sent."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.messages = []
+
+    def judge(self, items):
+        self.messages += [it.messages for it in items]
+        return super().judge(items)
+
+
+def test_prompt_role_is_part_of_the_judge_identity(tmp_path):
+    from lcr.prompts import SYSTEM_ROLE_USER_TURN
+
+    rd, _, _ = exact_run(tmp_path)
+    judge_run(rd.path)
+    user = read_jsonl(rd.verdicts_file()).records
+    assert {v["judge_prompt_role"] for v in user} == {"user"}
+    # the same folder cannot mix the two roles
+    with pytest.raises(ConfigError, match="judge.prompt_role = 'user'.*another --out"):
+        judge_config(rd, ["judge.prompt_role=system"])
+    # another role is another judge: no cache hit, the judge is asked, the records say so
+    overrides = ["judge.prompt_role=system"]
+    backend = Recording(ExactBackend(judge_config(rd, overrides, "sys")))
+    judge_run(rd.path, out="sys", overrides=overrides, backend=backend)
+    assert backend.calls == len(user)
+    assert all([m["role"] for m in msgs] == ["system", "user"] and
+               msgs[1]["content"] == SYSTEM_ROLE_USER_TURN and
+               "CANDIDATE ANSWER TO ASSESS" in msgs[0]["content"] for msgs in backend.messages)
+    records = read_jsonl(rd.verdicts_file("sys")).records
+    assert {v["judge_prompt_role"] for v in records} == {"system"}
+    assert json.loads((rd.judge_dir("sys") / "settings.json").read_text())["judge"][
+        "prompt_role"] == "system"
+    again = counting(rd, "sys")
+    judge_run(rd.path, out="sys", backend=again)  # the folder remembers its role
+    assert again.calls == 0
+
+
+def test_folders_judged_before_the_prompt_role_existed_stay_done(tmp_path):
+    rd, _, _ = exact_run(tmp_path)
+    judge_run(rd.path)
+
+    for path in [rd.judge_file(0), rd.path / "judge-cache.jsonl"]:  # JSONL
+        recs = read_jsonl(path).records
+        assert recs and all(r.pop("judge_prompt_role") == "user" for r in recs)
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    done = json.loads(rd.judge_done(0).read_text())
+    assert done.pop("judge_prompt_role") == "user"
+    rd.judge_done(0).write_text(json.dumps(done))
+    settings = json.loads((rd.judge_dir() / "settings.json").read_text())
+    assert settings["judge"].pop("prompt_role") == "user"
+    (rd.judge_dir() / "settings.json").write_text(json.dumps(settings))
+    backend = counting(rd)
+    assert judge_shard(rd.path, 0, backend=backend)["records"] == 6
+    assert backend.calls == 0
+    fresh = counting(rd, "again")  # the cache made before the role existed still answers
+    judge_run(rd.path, out="again", backend=fresh)
+    assert fresh.calls == 0

@@ -7,6 +7,7 @@ import pytest
 
 from lcr.prompts import (
     REVISIONS,
+    SYSTEM_ROLE_USER_TURN,
     RevisionError,
     candidate_prompt,
     judge_messages,
@@ -83,3 +84,19 @@ def test_known_revisions_match_the_protocol_page():
         (revision,) = re.findall(rf"{re.escape(protocol)} revision `([0-9a-f]{{40}})`", page)
         assert REVISIONS[revision] == protocol
     assert len(REVISIONS) == 2
+
+
+@pytest.mark.parametrize("protocol", ["v1.0", "v1.1"])
+def test_judge_text_in_the_system_message(protocol):
+    official = judge_messages(protocol, "Q?", "42", "It is 42.")
+    moved = judge_messages(protocol, "Q?", "42", "It is 42.", role="system")
+    assert [m["role"] for m in moved] == ["system", "user"]
+    assert moved[1]["content"] == SYSTEM_ROLE_USER_TURN
+    # the same judge text, byte for byte, in one system message (v1.1's own system text first)
+    assert moved[0]["content"] == "\n".join(m["content"] for m in official)
+    if protocol == "v1.0":
+        assert moved[0]["content"] == official[0]["content"] == protocol_text(
+            "judge-v1.0").replace("{question}", "Q?").replace("{official_answer}", "42").replace(
+            "{candidate_answer}", "It is 42.")
+    with pytest.raises(ValueError, match="judge.prompt_role = 'assistant'"):
+        judge_messages(protocol, "Q?", "42", "It is 42.", role="assistant")

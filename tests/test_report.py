@@ -187,6 +187,7 @@ def test_pooling_the_same_seed_keeps_both_as_replicates_with_a_warning(tmp_path)
 @pytest.mark.parametrize("key,value", [
     ("model__path", "Qwen/Qwen2.5-7B-Instruct"),
     ("judge__prompt", "v1.0"),
+    ("judge__prompt_role", "system"),
     ("data__revision", "abc123"),
 ])
 def test_pooling_different_runs_is_an_error_unless_forced(tmp_path, key, value):
@@ -267,7 +268,7 @@ def test_the_judge_is_read_from_the_verdicts_of_the_out_folder(tmp_path):
     run_report([run], out="alt")
     report = json.loads((run / "report-alt.json").read_text())
     assert report["judge"] == {"model": "judge-b", "prompt": "v1.1", "backend": "vllm",
-                               "models_in_verdicts": ["judge-b"]}
+                               "prompt_role": "user", "models_in_verdicts": ["judge-b"]}
     assert "judge `judge-b` (vllm, prompt v1.1)" in (run / "report-alt.md").read_text()
     assert "judge-a" not in (run / "report-alt.md").read_text()
     assert not report["warnings"]
