@@ -40,6 +40,7 @@ class DataSection:
     repo: str = "ArtificialAnalysis/AA-LCR"  # hub dataset repo id (source = "hf")
     revision: str = "9a77ef56b717057ade24ceab4d273712a0b4f19e"  # pinned hub revision (v1.1)
     path: str = ""  # local snapshot folder (source = "local" or "sample")
+    protocol: str = ""  # "" = from revision; "v1.0" or "v1.1" declares it (a private mirror)
     too_long: str = "skip"  # "skip": record as too_long; "truncate": cut the documents' middle
     limit: int = 0  # keep only the first N questions (0 = all); for smoke runs
 
@@ -138,7 +139,8 @@ class JudgeSection:
     backend: str = "vllm"  # "vllm", "openai" or "exact"
     model: str = "Qwen/Qwen3-235B-A22B-Instruct-2507"  # judge model (vllm or openai)
     prompt: str = "v1.1"  # AA-LCR judge protocol: "v1.0" or "v1.1"
-    force: bool = False  # allow a judge protocol that does not match the dataset revision
+    prompt_role: str = "user"  # where the filled judge text goes: "user" (official) or "system"
+    force: bool = False  # allow a judge protocol that does not match (or an unknown) revision
     shards: int = 1  # judge array size
     tensor_parallel_size: int = 8  # vllm backend
     max_model_len: int = 16384  # vllm backend: judge prompts are short
@@ -190,7 +192,8 @@ class Config:
         """Hash of everything that decides a generation record: data, model, sampling."""
         d = self.to_dict()
         keep = {k: d[k] for k in ("data", "model", "sampling")}
-        keep["data"] = {k: v for k, v in keep["data"].items() if k != "path"}
+        # data.protocol only labels the answer keys: it changes no generation record.
+        keep["data"] = {k: v for k, v in keep["data"].items() if k not in ("path", "protocol")}
         blob = json.dumps(keep, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -290,11 +293,13 @@ def validate(cfg: Config) -> None:
         "model.system_prompt": (cfg.model.system_prompt, ("none", "reasoning")),
         "judge.backend": (cfg.judge.backend, ("vllm", "openai", "exact")),
         "judge.prompt": (cfg.judge.prompt, ("v1.0", "v1.1")),
+        "judge.prompt_role": (cfg.judge.prompt_role, ("user", "system")),
         "slurm.executor": (cfg.slurm.executor, ("auto", "slurm", "local")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
+    check_protocol(cfg)
     positive = {
         "shards.count": cfg.shards.count,
         "sampling.n": cfg.sampling.n,
@@ -335,6 +340,37 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"engine.batch_sets = {bs!r}; expected \"auto\" or a whole number >= 1")
     if not 0 < cfg.report.ci_level < 1:
         raise ConfigError(f"report.ci_level = {cfg.report.ci_level}; must be between 0 and 1")
+
+
+def data_protocol(data: DataSection) -> str | None:
+    """The AA-LCR protocol the data follows: declared by data.protocol, else known from the
+    hub revision; None for a local or sample snapshot whose revision is only a label."""
+    from lcr.prompts import REVISIONS, protocol_for_revision
+
+    if data.source != "hf" and not data.protocol and data.revision not in REVISIONS:
+        return None
+    try:
+        return protocol_for_revision(data.revision, data.protocol)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_protocol(cfg: Config) -> None:
+    """The judge prompt must match the data's protocol (v1.1 changed answer keys too)."""
+    try:
+        want = data_protocol(cfg.data)
+    except ConfigError as e:
+        if cfg.judge.force and not cfg.data.protocol:
+            return  # judge.force: the user vouches for the protocol of an unknown revision
+        raise ConfigError(f"{e} (or judge.force = true to skip this check)") from None
+    if want and cfg.judge.prompt != want and not cfg.judge.force:
+        source = (f"data.protocol = {cfg.data.protocol!r}" if cfg.data.protocol
+                  else f"data.revision = {cfg.data.revision!r}")
+        raise ConfigError(
+            f"judge.prompt = {cfg.judge.prompt!r} does not match {source}, which goes with "
+            f"judge.prompt = {want!r}. Set judge.prompt = {want!r}, or judge.force = true to "
+            "judge with the other protocol on purpose."
+        )
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

@@ -5,6 +5,8 @@
 A snapshot folder holds `AA-LCR_Dataset.csv` and `extracted_text/AA-LCR_extracted-text.zip`.
 The zip is extracted once, atomically, beside itself (or into the lcr cache when that folder
 is read-only). Archive names that are UTF-8 read as cp437 (`ΓÇÖ` for `’`) are repaired.
+Questions and answers are kept byte for byte as in the CSV; ids, categories, set ids and file
+names are stripped of surrounding blanks.
 """
 
 from __future__ import annotations
@@ -191,8 +193,10 @@ def load_snapshot(folder: str | Path, limit: int = 0) -> list[Question]:
             question_id=row["question_id"].strip(),
             document_category=row["document_category"].strip(),
             document_set_id=row["document_set_id"].strip(),
-            question=row["question"].strip(),
-            answer=row["answer"].strip(),
+            # Exactly as in the CSV: some AA-LCR questions end in spaces (one holds a
+            # zero-width space), and stripping them changes the official prompt bytes.
+            question=row["question"],
+            answer=row["answer"],
             filenames=[p.name for p in paths],
             input_tokens=int(tokens) if tokens else None,
             documents=[texts[p] for p in paths],

@@ -19,7 +19,9 @@ reason, and a batch in which every request failed (the endpoint is down) stops t
 an error instead.
 
 The judge settings of an output folder are kept in judge[-OUT]/settings.json; a later call
-that changes the judge's identity (backend, model, prompt, shards) for that folder is refused.
+that changes the judge's identity (backend, model, prompt, prompt role, shards) for that folder
+is refused. judge.prompt_role = "system" puts the filled judge text in the system message (the
+seed's setup); it is part of every verdict record, the cache key and the folder's identity.
 """
 
 from __future__ import annotations
@@ -57,11 +59,14 @@ from lcr.io import (
     write_done,
 )
 from lcr.prepare import load_prepared
-from lcr.prompts import judge_messages, protocol_for_revision
+from lcr.prompts import judge_messages
 from lcr.rundir import RunDir
 from lcr.verdict import exact_verdict, parse_verdict  # noqa: F401 (exact_verdict: re-exported)
 
-IDENTITY = ("backend", "model", "prompt", "shards")  # judge keys fixed per output folder
+IDENTITY = ("backend", "model", "prompt", "prompt_role", "shards")  # fixed per output folder
+# Identity keys added after verdicts were first written, with the value all older files had.
+SETTING_DEFAULTS = {"prompt_role": "user"}
+RECORD_DEFAULTS = {"judge_prompt_role": "user"}
 OVERRIDABLE = ("judge", "engine")  # sections `--set` may change on an existing run
 CHUNK = 256  # units judged between two appends to the shard file
 _SAFE_OUT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -76,19 +81,6 @@ class EndpointError(JudgeError):
 
 
 # ----------------------------------------------------------------------------- settings
-
-def check_protocol(cfg: Config) -> None:
-    """The judge prompt must match the dataset revision (v1.1 changed answer keys too)."""
-    if cfg.data.source != "hf" or cfg.judge.force:
-        return
-    want = protocol_for_revision(cfg.data.revision)
-    if cfg.judge.prompt != want:
-        raise ConfigError(
-            f"judge.prompt = {cfg.judge.prompt!r} does not match data.revision = "
-            f"{cfg.data.revision!r}, which goes with judge.prompt = {want!r}. Set judge.prompt "
-            f"= {want!r}, or judge.force = true to judge with the other protocol on purpose."
-        )
-
 
 def settings_file(rd: RunDir, out: str) -> Path:
     return rd.judge_dir(out) / "settings.json"
@@ -112,19 +104,24 @@ def judge_config(rd: RunDir, overrides=(), out: str = "") -> Config:
         _apply(cfg, data, f"--set {text}")
     validate(cfg)
     for key in IDENTITY if saved else ():
-        if saved["judge"].get(key) != getattr(cfg.judge, key):
+        was = saved["judge"].get(key, SETTING_DEFAULTS.get(key))
+        if was != getattr(cfg.judge, key):
             raise ConfigError(
-                f"{rd.judge_dir(out)} was judged with judge.{key} = {saved['judge'].get(key)!r}; "
+                f"{rd.judge_dir(out)} was judged with judge.{key} = {was!r}; "
                 f"judge.{key} = {getattr(cfg.judge, key)!r} would mix two judges in one folder. "
                 "Use another --out NAME for the new judge."
             )
-    check_protocol(cfg)
     return cfg
 
 
 def identity(cfg: Config) -> dict:
     return {"judge_model": judge_model_name(cfg), "judge_prompt": cfg.judge.prompt,
-            "judge_backend": cfg.judge.backend}
+            "judge_backend": cfg.judge.backend, "judge_prompt_role": cfg.judge.prompt_role}
+
+
+def _same_judge(rec: dict, ident: dict) -> bool:
+    """A record (or done info) written by this judge; older ones lack the newer keys."""
+    return all(rec.get(k, RECORD_DEFAULTS.get(k)) == v for k, v in ident.items())
 
 
 # ----------------------------------------------------------------------------- cache
@@ -144,6 +141,8 @@ class VerdictCache:
     def key(unit: dict, official: str, ident: dict) -> str:
         parts = [unit["key"], response_sha(unit), sha256_text(official), ident["judge_model"],
                  ident["judge_prompt"], ident["judge_backend"]]
+        if ident["judge_prompt_role"] != "user":  # entries made before the role keep their key
+            parts.append(ident["judge_prompt_role"])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def get(self, cache_key: str) -> dict | None:
@@ -201,7 +200,7 @@ def judged(path: Path, units: list[dict], ident: dict) -> dict[str, dict]:
         key = rec.get("key")
         if want.get(key) != rec.get("response_sha256") or key is None:
             continue
-        if any(rec.get(k) != v for k, v in ident.items()):
+        if not _same_judge(rec, ident):
             continue
         if key not in have or have[key].get("judge_error"):
             have[key] = rec
@@ -210,8 +209,7 @@ def judged(path: Path, units: list[dict], ident: dict) -> dict[str, dict]:
 
 def _shard_done(rd: RunDir, shard: int, out: str, units: list[dict], ident: dict) -> dict | None:
     info = read_done(rd.judge_done(shard, out))
-    if info and info.get("units_sha256") == units_sha(units) and all(
-            info.get(k) == v for k, v in ident.items()):
+    if info and info.get("units_sha256") == units_sha(units) and _same_judge(info, ident):
         return info
     return None
 
@@ -226,6 +224,8 @@ def _record(unit: dict, ident: dict, shard: int, verdict: str, raw: str, **extra
         "document_category": unit.get("document_category"),
         "status": unit["status"],
         "prompt_tokens": unit.get("prompt_tokens"),
+        "output_tokens": unit.get("output_tokens"),
+        "finish_reason": unit.get("finish_reason"),  # "length": cut at max_new_tokens
         "verdict": verdict,
         **ident,
         "raw": raw,
@@ -339,8 +339,9 @@ def _judge_chunk(backend, cfg, chunk, questions, ident, shard, writer, cache, st
     items = []
     for u in chunk:
         q = questions[u["question_id"]]
-        items.append(Item(u["key"], judge_messages(cfg.judge.prompt, q["question"], q["answer"],
-                                                   u["response"]), q["answer"], u["response"]))
+        messages = judge_messages(cfg.judge.prompt, q["question"], q["answer"], u["response"],
+                                  role=cfg.judge.prompt_role)
+        items.append(Item(u["key"], messages, q["answer"], u["response"]))
     results = backend.judge(items)
     if len(results) != len(items):
         raise JudgeError(f"judge backend returned {len(results)} results for {len(items)}")

@@ -2,6 +2,7 @@
 
     messages = candidate_messages(["first", "second"], "Which one?", system="none")
     messages = judge_messages("v1.1", question, official_answer, candidate_answer)
+    messages = judge_messages("v1.0", q, a, c, role="system")   # the seed's critic setup
 
 The texts live in lcr/protocol/*.txt, copied from the dataset card (see aa-lcr-protocol.md).
 """
@@ -15,7 +16,9 @@ JUDGE_PROTOCOLS = ("v1.0", "v1.1")
 
 # Which judge protocol goes with which dataset revision: v1.1 corrected 16 answer keys
 # together with its new judge prompt, so mixing them misgrades those questions.
+V10_REVISION = "bdae010bbce259820c0e34c1d7cce210d966fb75"
 V11_REVISION = "9a77ef56b717057ade24ceab4d273712a0b4f19e"
+REVISIONS = {V10_REVISION: "v1.0", V11_REVISION: "v1.1"}  # hub revision -> judge protocol
 
 REASONING_SYSTEM_PROMPT = (
     "You answer questions about long documents. Work in steps before answering:\n"
@@ -71,8 +74,23 @@ def candidate_messages(
     return messages
 
 
-def judge_messages(protocol: str, question: str, official: str, candidate: str) -> list[dict]:
-    """Chat messages for the judge under AA-LCR protocol v1.0 or v1.1."""
+# The user turn when the filled judge text goes in the system message (judge.prompt_role =
+# "system", as the seed's evaluate.py did). Llama-3.1's chat format, like most, expects a
+# user turn before the assistant answers, and some OpenAI-compatible servers refuse a
+# conversation without one; this line asks for nothing the judge text does not already ask.
+SYSTEM_ROLE_USER_TURN = "Assess the CANDIDATE ANSWER as instructed."
+PROMPT_ROLES = ("user", "system")
+
+
+def judge_messages(protocol: str, question: str, official: str, candidate: str,
+                   role: str = "user") -> list[dict]:
+    """Chat messages for the judge under AA-LCR protocol v1.0 or v1.1.
+
+    role "user" is the protocol's own layout. role "system" puts the filled judge text in the
+    system message (after v1.1's own system text) and SYSTEM_ROLE_USER_TURN in the user turn.
+    """
+    if role not in PROMPT_ROLES:
+        raise ValueError(f"judge.prompt_role = {role!r}; expected one of {PROMPT_ROLES}")
     slots = {"{question}": question, "{official_answer}": official}
     if protocol == "v1.0":
         user = protocol_text("judge-v1.0")
@@ -86,10 +104,44 @@ def judge_messages(protocol: str, question: str, official: str, candidate: str) 
         user = user.replace(slot, value)
     # The candidate answer goes in last so that text inside it is never treated as a slot.
     user = user.replace("{candidate_answer}", candidate)
+    if role == "system":
+        system = "\n".join([m["content"] for m in messages] + [user])
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": SYSTEM_ROLE_USER_TURN}]
     messages.append({"role": "user", "content": user})
     return messages
 
 
-def protocol_for_revision(revision: str) -> str:
-    """The judge protocol that matches a dataset revision."""
-    return "v1.1" if revision == V11_REVISION else "v1.0"
+class RevisionError(ValueError):
+    """A dataset revision whose judge protocol is unknown, or contradicts data.protocol."""
+
+
+def known_revisions() -> str:
+    return ", ".join(f"{protocol} = {revision}" for revision, protocol in REVISIONS.items())
+
+
+def protocol_for_revision(revision: str, declared: str = "") -> str:
+    """The judge protocol that matches a dataset revision.
+
+    `declared` (data.protocol) states the protocol of a snapshot lcr cannot know by its
+    revision, such as a private mirror; for a known revision it must agree. An unknown
+    revision with nothing declared is refused: guessing would misgrade the 16 answer keys
+    that v1.1 changed.
+    """
+    known = REVISIONS.get(revision)
+    if declared:
+        if declared not in JUDGE_PROTOCOLS:
+            raise RevisionError(
+                f"data.protocol = {declared!r}; expected one of {', '.join(JUDGE_PROTOCOLS)}")
+        if known and known != declared:
+            raise RevisionError(
+                f"data.protocol = {declared!r} contradicts data.revision = {revision!r}, "
+                f"which is AA-LCR {known}; drop data.protocol or pin the other revision")
+        return declared
+    if known is None:
+        raise RevisionError(
+            f"data.revision = {revision!r} is not a known AA-LCR revision (known: "
+            f"{known_revisions()}); pin one of them, or declare the protocol of a private "
+            "mirror with data.protocol = \"v1.0\" or \"v1.1\""
+        )
+    return known

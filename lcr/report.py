@@ -18,34 +18,40 @@ within a file; config.toml is used only for a field the records lack.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
-import textwrap
 from pathlib import Path
 
 from lcr.config import Config, ReportSection
 from lcr.io import atomic_write_json, atomic_write_text, read_jsonl
+from lcr.provenance import run_setup, totals
+from lcr.render import compare_text, render_markdown, render_png, summary_line
 from lcr.rundir import RunDir
-from lcr.stats import (
-    LENGTH_BUCKETS,
-    paired_difference,
-    question_scores,
-    question_table,
-    summarize,
-)
+from lcr.stats import paired_difference, question_scores, question_table, summarize
 
-# What must agree for runs to be pooled as seeds of one evaluation.
-POOL_KEYS = (
-    "model.path", "model.system_prompt", "judge.model", "judge.prompt", "judge.backend",
-    "data.revision", "data.source",
+__all__ = ["ReportError", "build_report", "compare_runs", "compare_text", "render_markdown",
+           "run_compare", "run_report", "write_report"]
+
+# Settings that change what a number means: how answers were sampled and cut, and what the
+# engine could see. Runs that differ here are not seeds of one evaluation, nor a fair pair.
+SETTING_KEYS = (
+    "sampling.temperature", "sampling.top_p", "sampling.top_k", "sampling.max_new_tokens",
+    "data.too_long", "engine.max_model_len", "engine.kv_cache_dtype", "engine.dtype",
 )
-# What must agree for two runs to be compared: the questions and the judge, not the model.
-COMPARE_KEYS = ("judge.model", "judge.prompt", "judge.backend", "data.revision", "data.source")
+# What must agree for runs to be pooled as seeds of one evaluation (seeds may differ).
+POOL_KEYS = (
+    "model.path", "model.system_prompt", "judge.model", "judge.prompt", "judge.prompt_role",
+    "judge.backend", "data.revision", "data.source", *SETTING_KEYS,
+)
+# What must agree for two runs to be compared: the questions, the judge and the settings,
+# not the model.
+COMPARE_KEYS = ("judge.model", "judge.prompt", "judge.prompt_role", "judge.backend",
+                "data.revision", "data.source", *SETTING_KEYS)
 REQUIRED = ("key", "question_id", "seed", "sample", "document_set_id", "verdict")
 # The judge is whoever wrote the verdicts (a re-judge with --out differs from config.toml).
 # Backend first: a missing judge_model of the exact backend is "exact", not [judge].model.
 JUDGE_FIELDS = {"judge.backend": "judge_backend", "judge.model": "judge_model",
-                "judge.prompt": "judge_prompt"}
+                "judge.prompt": "judge_prompt", "judge.prompt_role": "judge_prompt_role"}
+# Judge fields recorded since a later version: older verdicts were all judged this way.
+RECORD_DEFAULTS = {"judge_prompt_role": "user"}
 
 
 class ReportError(ValueError):
@@ -62,7 +68,7 @@ def verdict_judge(records: list[dict], path: Path, cfg: Config) -> tuple[dict, l
     record has, which are taken from config.toml."""
     judge, warnings = {}, []
     for dotted, field in JUDGE_FIELDS.items():
-        values = {rec.get(field) for rec in records}
+        values = {rec.get(field, RECORD_DEFAULTS.get(field)) for rec in records}
         if len(values) > 1:
             shown = ", ".join(sorted(repr(v) for v in values))
             raise ReportError(f"{path}: verdicts from more than one judge ({field}: {shown}); "
@@ -89,18 +95,19 @@ def differences(first: dict, other: dict, keys=POOL_KEYS) -> list[str]:
 
 
 def check_same(runs: list[tuple[Path, dict]], keys, force: bool, verb: str) -> list[str]:
-    """Raise ReportError on the first differing key unless force; return warnings if forced."""
-    warnings = []
+    """Raise ReportError naming every differing key of every run, with both values, unless
+    force; return them as warnings if forced."""
     first_dir, first = runs[0]
-    for path, ident in runs[1:]:
-        diffs = differences(first, ident, keys)
-        if diffs and not force:
-            raise ReportError(
-                f"cannot {verb} {path} with {first_dir}: {diffs[0]}; "
-                "pass --force to do it anyway"
-            )
-        warnings += [f"forced: {path} vs {first_dir}: {d}" for d in diffs]
-    return warnings
+    problems = [(path, differences(first, ident, keys)) for path, ident in runs[1:]]
+    problems = [(path, diffs) for path, diffs in problems if diffs]
+    if problems and not force:
+        raise ReportError(
+            f"cannot {verb} runs whose settings differ:\n  "
+            + "\n  ".join(f"{path} vs {first_dir}: {'; '.join(diffs)}"
+                          for path, diffs in problems)
+            + "\npass --force to do it anyway"
+        )
+    return [f"forced: {path} vs {first_dir}: {d}" for path, diffs in problems for d in diffs]
 
 
 def load_verdicts(run_dir: str | Path, out: str = "") -> list[dict]:
@@ -188,6 +195,8 @@ def build_report(
     for row in report["per_seed"]:
         row["run_dir"] = str(dirs[row["run"]])
     report["warnings"] = warnings + report["warnings"]
+    setups = [run_setup(d, c, meta, [u for u in units if u["run"] == i])
+              for i, (d, (c, meta)) in enumerate(zip(dirs, loaded))]
     report.update(
         runs=[str(d) for d in dirs],
         verdicts_files=[str(RunDir(d).verdicts_file(out)) for d in dirs],
@@ -198,6 +207,7 @@ def build_report(
             "model": idents[0]["judge.model"],
             "prompt": idents[0]["judge.prompt"],
             "backend": idents[0]["judge.backend"],
+            "prompt_role": idents[0]["judge.prompt_role"],
             "models_in_verdicts": sorted({ident["judge.model"] for ident in idents}),
         },
         data={"source": cfg.data.source, "revision": cfg.data.revision},
@@ -208,163 +218,11 @@ def build_report(
              "generation_hash": meta.get("generation_hash", "")}
             for d, (_, meta) in zip(dirs, loaded)
         ],
+        provenance=setups,
+        **totals(setups),
     )
     report["summary"] = summary_line(report)
     return report
-
-
-def _fmt_level(level: float) -> str:
-    return f"{level * 100:g}%"
-
-
-def _interval(low, high, digits: int = 2) -> str:
-    if low is None:
-        return "[n/a]"
-    return f"[{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def summary_line(r: dict) -> str:
-    reps = f"{r['n_questions']} questions x {r['n_seeds']} seed{'s' if r['n_seeds'] != 1 else ''}"
-    if r["n_samples"] > 1:
-        reps += f" x {r['n_samples']} samples"
-    parts = [
-        (f"{_fmt_level(r['ci_level'])} cluster bootstrap over {r['n_document_sets']} "
-         "document sets"),
-        reps,
-        f"{r['n_invalid']} invalid verdict{'s' if r['n_invalid'] != 1 else ''}",
-    ]
-    if r["n_too_long"]:
-        parts.append(f"{r['n_too_long']} too long")
-    if r["n_error"]:
-        parts.append(f"{r['n_error']} generation errors")
-    return (f"accuracy {r['accuracy']:.3f} {_interval(r['ci_low'], r['ci_high'])} "
-            f"({'; '.join(parts)})")
-
-
-def _num(x, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _breakdown_rows(breakdown: dict) -> list[list]:
-    return [
-        [name, row["n"], row["n_document_sets"], _num(row["accuracy"]),
-         _interval(row["ci_low"], row["ci_high"], 3)]
-        for name, row in breakdown.items()
-    ]
-
-
-def render_markdown(r: dict) -> str:
-    level = _fmt_level(r["ci_level"])
-    head = ["n questions", "document sets", "accuracy", f"{level} interval"]
-    se_c, se_n = r["se_clustered"], r["se_naive"]
-    overview = [
-        ["accuracy", _num(r["accuracy"])],
-        [(f"{level} interval: cluster bootstrap over document sets "
-          f"({r['bootstrap_resamples']:,} resamples, seed {r['bootstrap_seed']})"),
-         _interval(r["ci_low"], r["ci_high"], 3)],
-        ["clustered standard error (Miller 2024) and its normal interval",
-         f"{_num(se_c)} {_interval(r['analytic_ci_low'], r['analytic_ci_high'], 3)}"],
-        ["naive standard error, ignoring document sets (too narrow; for contrast)",
-         f"{_num(se_n)} {_interval(r['naive_ci_low'], r['naive_ci_high'], 3)}"],
-        ["questions / document sets", f"{r['n_questions']} / {r['n_document_sets']}"],
-        ["seeds (run, seed pairs) / samples per seed", f"{r['n_seeds']} / {r['n_samples']}"],
-        ["units: correct / incorrect / invalid",
-         f"{r['n_units']}: {r['n_correct']} / {r['n_incorrect']} / {r['n_invalid']}"],
-        ["generation: too long / error", f"{r['n_too_long']} / {r['n_error']}"],
-    ]
-    spread = r["seed_spread"]
-    buckets = {b[0]: f"{b[1]:,}-{b[2]:,}" if b[2] else f">= {b[1]:,}" for b in LENGTH_BUCKETS}
-    length_rows = [[f"{row[0]} ({buckets.get(row[0], 'no count')})"] + row[1:]
-                   for row in _breakdown_rows(r["per_length_bucket"])]
-    seed_rows = [
-        [row["run"], row["run_dir"], row["seed"], row["n"], _num(row["accuracy"]),
-         _interval(row["ci_low"], row["ci_high"], 3)]
-        for row in r["per_seed"]
-    ]
-    run_rows = [[i, d, f] for i, (d, f) in enumerate(zip(r["runs"], r["verdicts_files"]))]
-    parts = [
-        f"# AA-LCR report: {r['model']['path']}",
-        f"`{r['summary']}`",
-        _table(["", "value"], overview),
-        "## Per category",
-        _table(["category"] + head, _breakdown_rows(r["per_category"])),
-        "## Per prompt length (tokens incl. chat template)",
-        _table(["prompt length"] + head, length_rows),
-        "## Per seed",
-        _table(["run", "run dir", "seed", "n questions", "accuracy", f"{level} interval"],
-               seed_rows),
-        "## Spread across seeds",
-        (f"{spread['measure']}: {_num(spread['value'])} "
-         f"{_interval(spread['ci_low'], spread['ci_high'], 3)} over {spread['n']} questions; "
-         f"the seeds disagree on {spread['share_unstable']:.0%} of them."
-         if spread["n"] else "One seed per question: no spread to measure."),
-        "## Runs",
-        (f"Model `{r['model']['path']}` (system prompt {r['model']['system_prompt']}); judge "
-         f"`{r['judge']['model']}` ({r['judge']['backend']}, prompt {r['judge']['prompt']}); "
-         f"data {r['data']['source']} @ {r['data']['revision']}."),
-        _table(["run", "run dir", "verdicts"], run_rows),
-    ]
-    if r["warnings"]:
-        parts += ["## Warnings", "\n".join(f"- {w}" for w in r["warnings"])]
-    return "\n\n".join(parts) + "\n"
-
-
-def _bars(ax, names: list[str], rows: list[dict], title: str, colors: list[str]) -> None:
-    acc = [row["accuracy"] for row in rows]
-    low = [row["accuracy"] - row["ci_low"] if row["ci_low"] is not None else 0 for row in rows]
-    high = [row["ci_high"] - row["accuracy"] if row["ci_high"] is not None else 0
-            for row in rows]
-    x = range(len(rows))
-    ax.bar(x, acc, color=colors, yerr=[low, high], capsize=4, ecolor="black")
-    labels = [f"{textwrap.fill(n, 14)}\n(n={row['n']})" for n, row in zip(names, rows)]
-    ax.set_xticks(list(x), labels, fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-
-
-def render_png(r: dict, path: Path) -> None:
-    """Accuracy per category and overall, and per prompt length, with interval bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    level = _fmt_level(r["ci_level"])
-    overall = {"accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-               "n": r["n_questions"]}
-    cats = list(r["per_category"])
-    lens = list(r["per_length_bucket"])
-    # A floor on the length panel's width: with one bucket and many categories it was too
-    # narrow for its title, which ran off the right edge.
-    fig, axes = plt.subplots(
-        1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [len(cats) + 1, max(len(lens), 3)]}
-    )
-    _bars(axes[0], ["overall"] + cats, [overall] + [r["per_category"][c] for c in cats],
-          "per category", ["tab:orange"] + ["tab:blue"] * len(cats))
-    _bars(axes[1], lens, [r["per_length_bucket"][b] for b in lens],
-          "per prompt length\n(tokens, K = 1,024)", ["tab:green"] * len(lens))
-    axes[1].set_ylabel("")
-    fig.suptitle(f"{r['model']['path']}: {r['summary']}\n"
-                 f"bars: {level} cluster-bootstrap intervals over document sets", fontsize=9)
-    fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
 
 
 def report_paths(run_dir: str | Path, out: str = "") -> dict[str, Path]:
@@ -425,24 +283,6 @@ def compare_runs(
         model_a=cfg_a.model.path, model_b=cfg_b.model.path, warnings=warnings,
     )
     return result
-
-
-def compare_text(c: dict) -> str:
-    level = _fmt_level(c["ci_level"])
-    lines = [
-        f"A: {', '.join(c['runs_a'])} ({c['model_a']}): accuracy {c['accuracy_a']:.3f}",
-        f"B: {', '.join(c['runs_b'])} ({c['model_b']}): accuracy {c['accuracy_b']:.3f}",
-        (f"A - B = {c['difference']:+.3f} {_interval(c['ci_low'], c['ci_high'], 3)} "
-         f"({level} paired cluster bootstrap over {c['n_document_sets']} document sets; "
-         f"{c['n_questions']} questions)"),
-        (f"A beats B in {c['share_a_better']:.1%} of {c['bootstrap_resamples']:,} resamples, "
-         f"B beats A in {c['share_b_better']:.1%}; per question: A better {c['n_a_better']}, "
-         f"B better {c['n_b_better']}, equal {c['n_equal']}"),
-        (f"clustered standard error of the difference {_num(c['se_clustered'])} "
-         f"(naive {_num(c['se_naive'])})"),
-    ]
-    lines += [f"warning: {w}" for w in c["warnings"]]
-    return "\n".join(lines)
 
 
 def run_compare(run_a, run_b, force: bool = False, out: str = "") -> str:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
@@ -363,7 +364,10 @@ def render_scripts(cfg: Config, run_dir: RunDir, python: str = sys.executable) -
             "report": "afterok:<judge>"}
     out = {}
     for stage, dep in deps.items():
-        ex = make_executor(cfg, run_dir, stage, "slurm", dep)
+        # submitit will not build a Slurm executor where `srun` is missing, though writing a
+        # script needs no Slurm: `lcr submit --dry-run` must work on any machine.
+        with mock.patch.object(submitit.SlurmExecutor, "affinity", return_value=2):
+            ex = make_executor(cfg, run_dir, stage, "slurm", dep)
         folder = run_dir.logs_dir.absolute() / "%j"
         command = f"{python} -u -m submitit.core._submit {folder}"
         out[stage] = ex._executor._make_submission_file_text(command, "%j")

@@ -31,8 +31,29 @@ _LABEL = re.compile(
     re.IGNORECASE,
 )
 _LEADING = re.compile(rf"^({_PHRASE})(?:\s*[.!:;,\-–—)]|$)", re.IGNORECASE)  # "Incorrect. The ..."
-_UPPER = re.compile(r"\b(NOT\s+INCORRECT|NOT\s+CORRECT|INCORRECT|CORRECT)\b")
+_UPPER = re.compile(r"\b(INCORRECT|CORRECT)\b")
+_ANY_WORD = re.compile(r"\b(?:in)?correct\b", re.IGNORECASE)
 _JSON_KEYS = ("verdict", "judgment", "judgement", "grade")
+# Text that is not the judge's own claim: struck out, quoted (a quote of the candidate such
+# as "Correct: 12 infringements"), or the choice itself ("CORRECT or INCORRECT").
+_STRUCK = re.compile(r"~~.*?~~|<(s|del|strike)>.*?</\1>", re.DOTALL | re.IGNORECASE)
+_QUOTED = re.compile(r"\"[^\"\n]*\"|“[^”\n]*”|(?<!\w)'[^'\n]*'(?!\w)")
+_CHOICE = re.compile(r"\b(?:in)?correct\s*(?:,?\s*or|/|and|vs\.?|versus)\s*(?:in)?correct\b",
+                     re.IGNORECASE)
+# Context of an upper-case verdict word in prose: its clause, cut at these boundaries.
+_BOUNDARY = re.compile(
+    r"[.!?;:,\n()\[\]{}\"“”]|\s[-–—]+\s|"
+    r"\b(?:but|so|because|since|although|though|whereas|however|yet|therefore|hence|thus)\b",
+    re.IGNORECASE)
+_HEDGE = re.compile(
+    r"\b(?:partially|partly|mostly|largely|almost|nearly|somewhat|half|semi|arguably|"
+    r"not\s+(?:entirely|fully|completely|quite|totally|wholly|exactly))[\s-]*$", re.IGNORECASE)
+_NEGATION = re.compile(
+    r"(?:\b(?:not|never|no|nothing|none|cannot|hardly|scarcely|barely|neither|nor|without|"
+    r"far\s+from|less\s+than|fail(?:s|ed)?\s+to)|n[’']t)(?:\s+[\w’']+){0,5}\s*$",
+    re.IGNORECASE)
+_MODAL = re.compile(r"\b(?:would|could|might|may|should)(?:\s+[\w’']+){0,3}\s*$", re.IGNORECASE)
+_CONDITION = re.compile(r"\b(?:if|unless|whether|provided)\b", re.IGNORECASE)
 
 
 def _word(phrase: str) -> str:
@@ -87,6 +108,27 @@ def _json_claims(text: str) -> tuple[list[str], str]:
     return claims, "\n".join(rest)
 
 
+def _unquoted(text: str) -> str:
+    """`text` without struck-out text, choice phrases, and quotes (inline or `>` lines) that
+    hold a verdict word among other words: those quote someone else, not the judge's claim."""
+    text = _CHOICE.sub(" ", _STRUCK.sub(" ", text))
+
+    def span(m: re.Match) -> str:
+        inner = m.group(0)[1:-1]
+        keep = not _ANY_WORD.search(inner) or _word(inner) != "AMBIGUOUS"
+        return m.group(0) if keep else '""'
+
+    lines = []
+    for line in _QUOTED.sub(span, text).splitlines():
+        quoted = line.lstrip().startswith(">")
+        inner = _MARKDOWN.sub("", line).strip()
+        if quoted and _ANY_WORD.search(inner) and _word(inner) == "AMBIGUOUS" and not (
+                _LABEL.match(inner)):
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _line_claims(plain: str) -> list[str]:
     """Labelled verdicts ("Verdict: X") and lines that are, or start with, a verdict."""
     claims = [_word(m.group(1)) for m in _LABEL.finditer(plain)]
@@ -97,21 +139,42 @@ def _line_claims(plain: str) -> list[str]:
     return claims
 
 
+def _prose_claim(plain: str, m: re.Match) -> str | None:
+    """What an upper-case CORRECT / INCORRECT in prose claims, read in its clause: None for a
+    question or a hypothetical ("would be CORRECT if ..."), INCORRECT for a negated CORRECT
+    ("is not CORRECT", "cannot be considered CORRECT", "Hardly CORRECT"), AMBIGUOUS for a
+    hedged one ("partially CORRECT"); a negated INCORRECT claims nothing."""
+    before = _BOUNDARY.split(plain[: m.start()])[-1]
+    rest = plain[m.end():]
+    after = _BOUNDARY.split(rest)[0]
+    end = re.search(r"[.!?\n]", rest)
+    if (end and end.group(0) == "?") or _MODAL.search(before) or _CONDITION.search(
+            before + " " + after):
+        return None
+    word = m.group(1)
+    if _HEDGE.search(before):
+        return "AMBIGUOUS"
+    if _NEGATION.search(before):
+        return "INCORRECT" if word == "CORRECT" else None
+    return word
+
+
 def parse_verdict(text: str) -> str:
     """A judge's reply -> "CORRECT" | "INCORRECT" | "INVALID"; ambiguous replies are INVALID.
 
-    Reasoning blocks are ignored. Claims are JSON verdicts, labelled verdicts, and lines that
-    are (or start with) a verdict word; only without any of these do upper-case CORRECT /
-    INCORRECT in prose count. All claims must agree; lower-case prose alone never counts
-    ("is not entirely correct" must not read as CORRECT).
+    Reasoning blocks, struck-out text, quotes of other text and the choice phrase "CORRECT or
+    INCORRECT" are ignored. Claims are JSON verdicts, labelled verdicts, lines that are (or
+    start with) a verdict word, and upper-case CORRECT / INCORRECT in prose, read with the
+    negation, hedge, question or condition of their clause. All claims must agree, so a
+    retraction ("CORRECT... wait, no: INCORRECT") is INVALID and a negative reply never
+    becomes CORRECT; lower-case prose alone never counts ("is not entirely correct").
     """
     if not isinstance(text, str):
         return "INVALID"
     claims, rest = _json_claims(strip_reasoning(text))
-    plain = _MARKDOWN.sub("", rest)
+    plain = _MARKDOWN.sub("", _unquoted(rest))
     claims += _line_claims(plain)
-    if not claims:
-        claims = [_word(m) for m in _UPPER.findall(plain)]
+    claims += [c for m in _UPPER.finditer(plain) if (c := _prose_claim(plain, m))]
     found = set(claims)
     if len(found) == 1 and "AMBIGUOUS" not in found:
         return found.pop()

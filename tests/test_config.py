@@ -74,3 +74,47 @@ def test_keys_users_rely_on_exist():
                 "model.path", "sampling.seeds", "sampling.temperature", "sampling.top_p",
                 "sampling.top_k", "sampling.max_new_tokens", "shards.count"):
         assert key in keys
+
+
+def test_unknown_revision_names_the_known_ones(capsys):
+    from lcr.cli import main
+
+    job = REPO / "jobs" / "llama31-8b-aalcr.toml"
+    v10 = "bdae010bbce259820c0e34c1d7cce210d966fb75"
+    v11 = "9a77ef56b717057ade24ceab4d273712a0b4f19e"
+    assert main(["plan", str(job), "--set", "data.revision=main"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lcr plan: error: data.revision = 'main' is not a known AA-LCR revision")
+    assert f"v1.0 = {v10}" in err and f"v1.1 = {v11}" in err
+    assert 'data.protocol = "v1.0" or "v1.1"' in err
+    # a private mirror declares its protocol, which the judge prompt must then match
+    mirror = load_config(job, ["data.revision=mirror-1", "data.protocol=v1.1"])
+    assert mirror.generation_hash() == load_config(
+        job, ["data.revision=mirror-1", "data.protocol=v1.1", "judge.force=true"]).generation_hash()
+    with pytest.raises(ConfigError, match=r"judge.prompt = 'v1.1' does not match data.protocol = "
+                                          r"'v1.0', which goes with judge.prompt = 'v1.0'"):
+        load_config(job, ["data.revision=mirror-1", "data.protocol=v1.0"])
+    with pytest.raises(ConfigError, match="contradicts data.revision"):
+        load_config(job, ["data.protocol=v1.0", "judge.prompt=v1.0"])
+    # the v1.0 revision goes with the v1.0 judge prompt, and only with it
+    assert load_config(job, [f"data.revision={v10}", "judge.prompt=v1.0"]).judge.prompt == "v1.0"
+    with pytest.raises(ConfigError, match=rf"does not match data.revision = '{v10}'"):
+        load_config(job, [f"data.revision={v10}"])
+    # judge.force vouches for an unknown revision; a declared protocol must still be valid
+    assert load_config(job, ["data.revision=main", "judge.force=true"]).data.revision == "main"
+    with pytest.raises(ConfigError, match="data.protocol = 'v2'; expected one of"):
+        load_config(DEMO, ["data.protocol=v2"])
+
+
+def test_sample_and_local_revisions_are_labels_unless_a_protocol_is_declared():
+    demo = load_config(DEMO)  # revision "sample-v2" with the v1.0 judge prompt
+    assert (demo.data.revision, demo.judge.prompt) == ("sample-v2", "v1.0")
+    with pytest.raises(ConfigError, match="does not match data.protocol = 'v1.1'"):
+        load_config(DEMO, ["data.protocol=v1.1"])
+    assert load_config(DEMO, ["data.protocol=v1.0"]).data.protocol == "v1.0"
+    # a local snapshot labelled with a hub revision follows that revision's protocol
+    with pytest.raises(ConfigError, match="goes with judge.prompt = 'v1.1'"):
+        load_config(DEMO, ["data.source=local", "data.path=/snap",
+                           "data.revision='9a77ef56b717057ade24ceab4d273712a0b4f19e'"])
+    with pytest.raises(ConfigError, match="not a known AA-LCR revision"):
+        load_config(DEMO, ["data.source=hf"])  # "sample-v2" is no hub revision

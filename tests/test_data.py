@@ -106,3 +106,41 @@ def test_missing_folder_and_csv(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="dataset CSV not found"):
         load_snapshot(tmp_path / "empty")
+
+
+def _rewrite_rows(csv_path, change):
+    """Rewrite the snapshot's CSV through the csv module, `change(rows)` in between."""
+    import csv
+    import io
+
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    change(rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def test_question_and_answer_text_is_kept_exactly_as_in_the_csv(snapshot):
+    from lcr.prompts import candidate_messages
+
+    trailing = "How many units were sold in 2023?   "
+    zero_width = "Which firm\u200b reported the larger margin? "
+
+    def change(rows):
+        rows[0]["question"], rows[0]["answer"] = trailing, " 1,234 units "
+        rows[1]["question"] = zero_width
+        rows[1]["question_id"] = f"  {rows[1]['question_id']} "  # ids are still stripped
+
+    csv_path = snapshot / "AA-LCR_Dataset.csv"
+    _rewrite_rows(csv_path, change)
+    first, second = load_snapshot(snapshot)[:2]
+    assert first.question == trailing and first.answer == " 1,234 units "
+    assert second.question == zero_width and second.question_id == second.question_id.strip()
+    for q, text in ((first, trailing), (second, zero_width)):
+        user = candidate_messages(q.documents, q.question)[-1]["content"]
+        assert f"START QUESTION\n\n{text}\n\nEND QUESTION\n" in user
+    assert "\u200b" in candidate_messages(second.documents, second.question)[-1]["content"]

@@ -93,6 +93,126 @@ def test_parse_verdict(text, want):
     assert parse_verdict(text) == want
 
 
+# Replies written to break the parser (issue 13): negations, hedges, questions, quotes of the
+# candidate, retractions, reasoning blocks, JSON with reasons, markdown. A negative reply must
+# never become CORRECT; conflicting claims are INVALID.
+ADVERSARIAL_CASES = [
+    # lower-case negation before an upper-case verdict word: never CORRECT
+    ("The answer is not CORRECT.", I),
+    ("The candidate answer isn't CORRECT.", I),
+    ("The candidate answer isn’t CORRECT: it says 41.", I),
+    ("It cannot be considered CORRECT.", I),
+    ("Hardly CORRECT", I),
+    ("The candidate's figure is no longer CORRECT after the v1.1 fix.", I),
+    ("I do not think the answer is CORRECT.", I),
+    ("Nothing in the candidate answer is CORRECT.", I),
+    ("The candidate fails to be CORRECT on the second criterion.", I),
+    ("The answer is far from CORRECT.", I),
+    ("This is never CORRECT for a ratio.", I),
+    ("It is neither CORRECT nor complete.", I),
+    ("The candidate answer is not CORRECT; INCORRECT.", I),
+    ("**Not CORRECT**", I),
+    ("NOT CORRECT: the candidate names 2019, the official answer 2021.", I),
+    # hedges and double negations: not a clean verdict
+    ("The answer is partially CORRECT.", X),
+    ("Mostly CORRECT, but the second figure is wrong.", X),
+    ("The answer is not entirely CORRECT.", X),
+    ("The answer is not INCORRECT.", X),
+    ("The answer isn't INCORRECT, and it isn't CORRECT either.", I),
+    ("CORRECT, not INCORRECT.", C),
+    # questions and hypotheticals claim nothing
+    ("Is the candidate answer CORRECT? No.", X),
+    ("Is the candidate answer CORRECT? No, it is INCORRECT.", I),
+    ("It would be CORRECT if it said 14. It says 12, so INCORRECT.", I),
+    ("The candidate would be CORRECT only with the official rounding.", X),
+    ("The answer is CORRECT if we accept 12.4 as 12.", X),
+    ("Verdict: INCORRECT (it would be CORRECT had it named both firms)", I),
+    # quotes of the candidate answer are not the judge's claim
+    ('The candidate wrote "Correct: 12 infringements", but the official answer is 14. '
+     "INCORRECT", I),
+    ('"Correct: 12 infringements"\nThe official answer is 14, so the answer is INCORRECT.', I),
+    ("The candidate answered “CORRECT total: 12” while the official answer is 14. INCORRECT", I),
+    ("The candidate said 'Correct, 12 cases', the official answer says 14: INCORRECT", I),
+    ("> Correct: 12 infringements\n\nThe official answer is 14. INCORRECT", I),
+    ("> Correct: 12 infringements\n\nThe official answer is 12. CORRECT", C),
+    ('Verdict: "CORRECT"', C),
+    ('Verdict: "INCORRECT"', I),
+    ('The candidate wrote "Correct: 12 infringements".', X),
+    ("> INCORRECT\n> \n> The total differs.", I),
+    ("> **Verdict:** CORRECT", C),
+    # retractions and conflicting claims: INVALID
+    ("CORRECT... wait, no: INCORRECT", X),
+    ("CORRECT. Actually, on second thought, INCORRECT.", X),
+    ("Verdict: CORRECT\nCorrection: the years differ, so INCORRECT.", X),
+    ("INCORRECT\n\nHmm, re-reading it, the answer is CORRECT.", X),
+    ("~~CORRECT~~ INCORRECT", I),
+    ("~~INCORRECT~~ **CORRECT**", C),
+    ("<s>CORRECT</s> INCORRECT", I),
+    ("Verdict: CORRECT or INCORRECT", X),
+    ("Reply only with CORRECT or INCORRECT.\n\nINCORRECT", I),
+    ("CORRECT/INCORRECT: CORRECT", C),
+    # thinking blocks
+    ("<think>The answer is CORRECT... no.</think>\nThe answer is not CORRECT.", I),
+    ("<think>Verdict: CORRECT</think>", X),
+    ("<thinking>It matches: CORRECT</thinking>\n\nINCORRECT", I),
+    ("<reasoning>\nINCORRECT at first glance\n</reasoning>\nVerdict: CORRECT", C),
+    ("wait, the total is 12 so CORRECT</think>\n\nThe answer is not CORRECT.", I),
+    # JSON, with reasons, nested, fenced, v1.1 style
+    ('{"verdict": "CORRECT"}', C),
+    ('{"verdict": "INCORRECT"}', I),
+    ('```json\n{"verdict": "INCORRECT"}\n```', I),
+    ('{"reasoning": "The candidate says 12, which is not CORRECT.", "verdict": "INCORRECT"}', I),
+    ('{"reason": "Correct: 12 matches 12", "verdict": "CORRECT"}', C),
+    ('{"reason": "Matches the OFFICIAL ANSWER; not INCORRECT", "verdict": "CORRECT"}', C),
+    ('{"verdict": "not correct", "reason": "41 vs 42"}', I),
+    ('{"verdict": "CORRECT", "confidence": "low"}\n\nOn reflection it is not CORRECT.', X),
+    ('{"verdict": "INCORRECT"}\nThe answer is not CORRECT.', I),
+    ('{"verdict": "Partially CORRECT"}', X),
+    ('{"verdict": "CORRECT"}\n{"verdict": "CORRECT"}', C),
+    ('{"verdict": null}', X),
+    ('{"verdict": ["CORRECT"]}', X),
+    ('{"grade": "INCORRECT", "notes": "The candidate wrote \\"Correct: 12\\""}', I),
+    ('{"assessment": {"verdict": "INCORRECT", "why": "wrong year"}}', I),
+    ('Here is the JSON:\n{"verdict": "CORRECT"}\nThe candidate answer is CORRECT.', C),
+    # markdown and layout
+    ("### Verdict\n\n**INCORRECT**", I),
+    ("| verdict |\n|---|\n| CORRECT |", C),
+    ("- The figures match.\n- The units match.\n\n**Final verdict: CORRECT**", C),
+    ("__INCORRECT__ - the official answer is 14", I),
+    ("`INCORRECT`\n\nThe candidate gave 12; the OFFICIAL ANSWER is 14.", I),
+    ("The CANDIDATE ANSWER matches the OFFICIAL ANSWER.\n\nCORRECT", C),
+    ("The candidate answer (12) differs from the official one (14). INCORRECT.", I),
+    # lower-case and title-case prose never count on their own
+    ("The answer is correct.", X),
+    ("The answer is not correct.", X),
+    ("Correct answer: 14. The candidate gives 12.", X),
+    ("incorrectly rounded, otherwise fine", X),
+    # conjunctions start a new clause; a negation reaches across a few words only
+    ("It is not 2019 but the total is CORRECT.", C),
+    ("I do not think that the answer is CORRECT.", I),
+    ("It does not say 2019, so INCORRECT.", I),
+    ("The candidate did not round, and its answer is CORRECT.", C),
+]
+
+
+@pytest.mark.parametrize("text,want", ADVERSARIAL_CASES)
+def test_parse_verdict_adversarial(text, want):
+    assert parse_verdict(text) == want
+
+
+def test_quotes_and_retractions_never_turn_a_reply_correct():
+    assert len(ADVERSARIAL_CASES) >= 60
+    for text, want in VERDICT_CASES + ADVERSARIAL_CASES:
+        if not isinstance(text, str):
+            continue
+        # a quoted candidate line before the judge's reply changes nothing
+        assert parse_verdict(f'The candidate wrote: "Correct: 12 infringements"\n{text}') == want
+        # a later retraction to INCORRECT never leaves CORRECT standing
+        assert parse_verdict(f"{text}\nWait, no: INCORRECT.") != C, text
+        if want != C:  # and a negative reply stays negative in a reasoning model's framing
+            assert parse_verdict(f"<think>Surely CORRECT.</think>\n{text}") != C, text
+
+
 EXACT_CASES = [
     ("42", "The answer is 42.", C),
     ("42", "The answer is 420.", I),
@@ -163,10 +283,15 @@ def test_judge_run_every_unit_once_and_fields(tmp_path):
     for v in verdicts:
         for field in ("key", "question_id", "seed", "sample", "document_set_id",
                       "document_category", "status", "prompt_tokens", "verdict", "judge_model",
-                      "judge_prompt", "judge_backend", "raw", "response_sha256", "time"):
+                      "judge_prompt", "judge_backend", "raw", "response_sha256", "time",
+                      "output_tokens", "finish_reason"):
             assert field in v, field
         assert (v["judge_model"], v["judge_prompt"], v["judge_backend"]) == (
             "exact", "v1.1", "exact")
+    # what the report needs to count answers cut at max_new_tokens, from the merged record
+    by_key = {m["key"]: m for m in merged}
+    assert all((v["output_tokens"], v["finish_reason"]) == (
+        by_key[v["key"]]["output_tokens"], by_key[v["key"]]["finish_reason"]) for v in verdicts)
     again = rd.verdicts_file().read_bytes()
     finalize_verdicts(rd.path)
     assert rd.verdicts_file().read_bytes() == again
@@ -324,3 +449,64 @@ def test_cli_main(tmp_path, capsys):
     assert "not done: [1]" in capsys.readouterr().err
     assert main([str(rd.path)]) == 0  # the whole stage: the missing shard, then finalize
     assert len(read_jsonl(RunDir(rd.path).verdicts_file()).records) == 6
+
+
+class Recording(Counting):
+    """Counting, and keeping the messages the judge was sent."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.messages = []
+
+    def judge(self, items):
+        self.messages += [it.messages for it in items]
+        return super().judge(items)
+
+
+def test_prompt_role_is_part_of_the_judge_identity(tmp_path):
+    from lcr.prompts import SYSTEM_ROLE_USER_TURN
+
+    rd, _, _ = exact_run(tmp_path)
+    judge_run(rd.path)
+    user = read_jsonl(rd.verdicts_file()).records
+    assert {v["judge_prompt_role"] for v in user} == {"user"}
+    # the same folder cannot mix the two roles
+    with pytest.raises(ConfigError, match="judge.prompt_role = 'user'.*another --out"):
+        judge_config(rd, ["judge.prompt_role=system"])
+    # another role is another judge: no cache hit, the judge is asked, the records say so
+    overrides = ["judge.prompt_role=system"]
+    backend = Recording(ExactBackend(judge_config(rd, overrides, "sys")))
+    judge_run(rd.path, out="sys", overrides=overrides, backend=backend)
+    assert backend.calls == len(user)
+    assert all([m["role"] for m in msgs] == ["system", "user"] and
+               msgs[1]["content"] == SYSTEM_ROLE_USER_TURN and
+               "CANDIDATE ANSWER TO ASSESS" in msgs[0]["content"] for msgs in backend.messages)
+    records = read_jsonl(rd.verdicts_file("sys")).records
+    assert {v["judge_prompt_role"] for v in records} == {"system"}
+    assert json.loads((rd.judge_dir("sys") / "settings.json").read_text())["judge"][
+        "prompt_role"] == "system"
+    again = counting(rd, "sys")
+    judge_run(rd.path, out="sys", backend=again)  # the folder remembers its role
+    assert again.calls == 0
+
+
+def test_folders_judged_before_the_prompt_role_existed_stay_done(tmp_path):
+    rd, _, _ = exact_run(tmp_path)
+    judge_run(rd.path)
+
+    for path in [rd.judge_file(0), rd.path / "judge-cache.jsonl"]:  # JSONL
+        recs = read_jsonl(path).records
+        assert recs and all(r.pop("judge_prompt_role") == "user" for r in recs)
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    done = json.loads(rd.judge_done(0).read_text())
+    assert done.pop("judge_prompt_role") == "user"
+    rd.judge_done(0).write_text(json.dumps(done))
+    settings = json.loads((rd.judge_dir() / "settings.json").read_text())
+    assert settings["judge"].pop("prompt_role") == "user"
+    (rd.judge_dir() / "settings.json").write_text(json.dumps(settings))
+    backend = counting(rd)
+    assert judge_shard(rd.path, 0, backend=backend)["records"] == 6
+    assert backend.calls == 0
+    fresh = counting(rd, "again")  # the cache made before the role existed still answers
+    judge_run(rd.path, out="again", backend=fresh)
+    assert fresh.calls == 0

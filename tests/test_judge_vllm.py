@@ -112,6 +112,15 @@ def test_vllm_judge_on_cpu(tmp_path):
         assert [v["verdict"] for v in read_jsonl(rd.verdicts_file("again")).records] == [
             v["verdict"] for v in verdicts]
         assert again["records"] == 8
+        # the judge text in the system message (the seed's setup) is another judge: asked
+        # again through the engine, the tiny model's chat template takes the system message
+        sys_overrides = [*overrides, "judge.prompt_role=system"]
+        info = judge_run(rd.path, out="sys", overrides=sys_overrides, backend=backend)
+        moved = [v for v in read_jsonl(rd.verdicts_file("sys")).records
+                 if v["key"] != failed["key"]]
+        assert info["records"] == 8 and len(moved) == 7
+        assert all(v["judge_prompt_role"] == "system" and not v.get("cached") and v["raw"]
+                   for v in moved)
     finally:
         backend.engine = None
         gc.collect()

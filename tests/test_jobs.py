@@ -1,0 +1,64 @@
+"""The shipped job files: each loads, and the seed replica renders its whole chain dry."""
+
+import json
+import os
+import subprocess
+import sys
+
+from helpers import REPO
+
+from lcr.config import load_config
+from lcr.prompts import V10_REVISION
+from lcr.rundir import RunDir
+
+SEED_REPLICA = REPO / "jobs" / "seed-replica.toml"
+
+
+def test_seed_replica_is_the_seed_setting():
+    cfg = load_config(SEED_REPLICA)  # validates: the v1.0 revision goes with the v1.0 prompt
+    assert (cfg.data.source, cfg.data.revision, cfg.data.protocol) == ("hf", V10_REVISION, "")
+    assert (cfg.model.path, cfg.model.system_prompt) == (
+        "meta-llama/Llama-3.1-8B-Instruct", "reasoning")
+    assert cfg.sampling.seeds == [0, 1, 2, 3, 4]
+    # Llama-3.1-8B-Instruct's generation_config.json: temperature 0.6, top_p 0.9, no top_k
+    assert (cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.top_k) == (0.6, 0.9, -1)
+    j = cfg.judge
+    assert (j.backend, j.model, j.prompt, j.prompt_role, j.force) == (
+        "vllm", "meta-llama/Llama-3.1-8B-Instruct", "v1.0", "system", False)
+    assert cfg.slurm.judge_gpus_per_node == j.tensor_parallel_size == 1
+
+
+def test_seed_replica_dry_run_renders_the_chain_without_slurm(tmp_path):
+    """`lcr submit jobs/seed-replica.toml --dry-run` with no Slurm client on PATH: the bundled
+    sample data and the tiny model stand in for the hub dataset and Llama (no network here);
+    the revision, judge and sampling are the job's own."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": str(bin_dir), "PYTHONPATH": str(REPO)}
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [str(bin_dir / "python3"), "-m", "lcr.cli", "submit", str(SEED_REPLICA), "--dry-run",
+         "--set", "data.source=sample", "--set", "model.path=tiny",
+         "--set", f"run.root={str(runs)!r}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    scripts = {stage: out.split(f"===== {stage} (sbatch script; not submitted) =====\n")[1]
+               for stage in ("generate", "merge", "judge", "report")}
+    for stage, text in scripts.items():
+        assert text.startswith("#!/bin/bash"), stage
+        assert f"#SBATCH --job-name=lcr-{stage}-seed-replica" in text, stage
+    assert "#SBATCH --gpus-per-node=4" in scripts["generate"]
+    assert "#SBATCH --gpus-per-node=1" in scripts["judge"].split("===== report")[0]
+    assert "#SBATCH --dependency='afterok:<merge>'" in scripts["judge"]
+    rd = RunDir(runs / "seed-replica")
+    cfg, meta = rd.load_config()
+    assert (cfg.data.revision, cfg.judge.prompt, cfg.judge.prompt_role) == (
+        V10_REVISION, "v1.0", "system")
+    assert cfg.sampling.seeds == [0, 1, 2, 3, 4] and meta["generation_hash"]
+    plan = json.loads(rd.plan_file.read_text())
+    n_questions = len(rd.questions_file.read_text().splitlines())
+    assert plan["n_units"] == 5 * n_questions and f"total    8 {plan['n_units']:>5}" in out
+    assert not rd.jobs_file.exists()  # nothing was submitted
