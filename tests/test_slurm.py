@@ -120,10 +120,11 @@ def test_failed_shard_status_then_rerun_only_that_shard(tmp_path):
 
 
 def test_time_limit_requeues_and_resumes_without_loss(tmp_path):
-    # 2-minute limit, warned 60 s ahead: each incarnation gets about a minute of work, and the
-    # shard needs about two (42 units, 2.5 s each), so it must requeue and resume at least once.
+    # 2-minute limit, warned 60 s ahead: each incarnation has a minute, of which the interpreter
+    # and the engine start take about half; the shard writes one unit per 1.2 s (42 units, about
+    # 50 s), so it must requeue and resume at least once, and 4 incarnations are plenty.
     submit(tmp_path, "requeue", "shards.count=1", "slurm.time=2", "slurm.signal_delay_s=60",
-           "debug.unit_delay_s=2.5")
+           "debug.unit_delay_s=1.2")
     rd = RunDir(tmp_path / "requeue")
     (gen,) = job_ids(rd, "generate")
     wait_final(job_ids(rd, "report"), timeout=900)
