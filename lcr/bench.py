@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from lcr.config import Config, ConfigError, apply_override, load_config, validate
 from lcr.cost import Physics, floor, set_demands, units_cost
 from lcr.io import atomic_write_json, atomic_write_jsonl, atomic_write_npy, atomic_write_text
+from lcr.layouts import fresh_run_dir, run_layouts
 from lcr.plan import assign, make_units
 from lcr.rundir import RunDir
 from lcr.window import Capacity
@@ -91,20 +91,6 @@ class NoReuse:
     def add(self, request_id, ids, params):
         self.n += 1
         return self.engine.add(request_id, [1 + self.n % 100] + list(ids[1:]), params)
-
-
-def fresh_run_dir(path: Path, base: RunDir, cfg: Config) -> RunDir:
-    """An empty run directory sharing the workload's prompts and questions, with `cfg`."""
-    from lcr.rundir import config_toml
-
-    rd = RunDir(path)
-    if rd.path.exists():
-        shutil.rmtree(rd.path)
-    rd.path.mkdir(parents=True)
-    (rd.path / "prompts").symlink_to((base.path / "prompts").resolve())
-    shutil.copy(base.questions_file, rd.questions_file)
-    atomic_write_text(rd.config_file, config_toml(cfg))
-    return rd
 
 
 def output_lengths(spec: str, units: list[dict], seed: int = 0) -> int:
@@ -194,11 +180,9 @@ def workload(args, cfg: Config) -> list[dict]:
     from lcr.shape import aalcr_shaped
 
     if args.run_dir:
-        from lcr.prepare import load_prepared
-
         keep = ("question_id", "document_set_id", "document_category", "prompt_tokens",
                 "shared_prefix_tokens", "status")
-        questions = [{k: q[k] for k in keep} for q in load_prepared(RunDir(args.run_dir))
+        questions = [{k: q[k] for k in keep} for q in RunDir(args.run_dir).load_questions()
                      if q["status"] == "ok"]
     else:
         questions = aalcr_shaped(seed=0, scale=args.scale)
@@ -311,8 +295,6 @@ def run_bench(args) -> int:
                "shards": args.shards, "output_tokens": args.output_tokens,
                "seeds": cfg.sampling.seeds, "runs": [], "engines": []}
     if args.layouts:
-        from lcr.layouts import run_layouts
-
         results["layouts"] = run_layouts(root, base, cfg, questions, args.layouts.split(","))
         print(json.dumps(results["layouts"], indent=1))
         if not args.policies:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from lcr.io import durable_path
 
 
 def cache_dir() -> Path:
@@ -36,11 +36,6 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.is_dir():
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with durable_path(target, folder=True) as tmp:
             build(tmp)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -1,41 +1,64 @@
-"""The `lcr` command: plan, submit, watch, rerun, merge, judge, report, compare, bench, demo.
+"""The `lcr` command: plan, submit, status, rerun, the stages one by one, report, compare, ...
 
     lcr plan jobs/demo.toml --set shards.count=3
     lcr submit jobs/llama31-8b-aalcr.toml --set "sampling.seeds=[0,1,2]"
     lcr status shards/llama31-8b-aalcr
+    lcr generate shards/llama31-8b-aalcr --shard 3      # one stage's shard, here and now
 
-Errors in configuration or data end in one clear message (exit 2), never a traceback.
+Exit codes, the same for every command: 0 done; 1 a stage ran and failed (merge incomplete,
+judge endpoint down, a job of the local executor failed); 2 the configuration or an input is
+wrong (one line naming the file, line or key, and the way on); 3 a lock is held (another
+process writes that shard, or submits for that run); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+import json
 import sys
 
-from lcr.config import ConfigError, describe
+from lcr.config import Config, ConfigError
 
-EPILOG_KEYS = "configuration keys and defaults (override with --set section.key=value):\n"
+HELP_KEYS = "configuration keys, defaults and meaning (override with --set section.key=value):\n"
+
+
+def describe() -> str:
+    """Every key with its default and the comment that documents it (units, allowed values)."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        cls = section.default_factory
+        comments = {}
+        for src in inspect.getsource(cls).splitlines():
+            name, _, rest = src.strip().partition(":")
+            if "#" in rest and name.isidentifier():
+                comments[name] = rest.split("#", 1)[1].strip()
+        lines.append(f"[{section.name}]")
+        for f in dataclasses.fields(cls):
+            default = getattr(cls(), f.name)
+            note = f"  # {comments[f.name]}" if f.name in comments else ""
+            lines.append(f"  {f.name} = {json.dumps(default)}{note}")
+    return "\n".join(lines)
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a config value (TOML syntax, e.g. --set 'sampling.seeds=[0,1]')",
-    )
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lcr", description=__doc__, formatter_class=Formatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def cmd(name, help_, keys=False):
+    def cmd(name, help_, keys=False, run=False):
         sp = sub.add_parser(name, help=help_, description=help_, formatter_class=Formatter,
-                            epilog=(EPILOG_KEYS + describe()) if keys else None)
-        _add_set(sp)
+                            epilog=(HELP_KEYS + describe()) if keys else None)
+        sp.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="override a config value (TOML syntax, e.g. --set "
+                             "'sampling.seeds=[0,1]'); on a planned run only what may change")
+        if run:
+            sp.add_argument("run_dir", help="run directory made by `lcr plan`")
         return sp
 
     sp = cmd("plan", "prepare and plan a run; print shards, loads and the GPU-time estimate",
@@ -43,45 +66,64 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("config", help="run configuration (TOML), e.g. jobs/demo.toml")
     sp.add_argument("--force", action="store_true",
                     help="re-plan a run directory that holds a different configuration")
-
     sp = cmd("submit", "plan, then submit generate array -> merge -> judge array -> report",
              keys=True)
     sp.add_argument("config", help="run configuration (TOML)")
     sp.add_argument("--force", action="store_true", help="as for plan")
     sp.add_argument("--dry-run", action="store_true",
                     help="plan and print each stage's sbatch script; submit nothing")
-
-    sp = cmd("status", "per stage and shard: done / running / failed / missing")
-    sp.add_argument("run_dir")
-
-    sp = cmd("rerun", "resubmit only the shards that are not done, and re-chain what follows")
-    sp.add_argument("run_dir")
+    sp = cmd("status", "per stage and shard: done / running / failed / missing", run=True)
+    sp.add_argument("--out", default="", help="judge and report of a re-judge named OUT")
+    sp = cmd("rerun", "resubmit only the shards that are not done, and re-chain what follows",
+             run=True)
     sp.add_argument("--dry-run", action="store_true", help="say what would be submitted")
-
-    sp = cmd("merge", "merge and deduplicate the generation shards into merged.jsonl")
-    sp.add_argument("run_dir")
-    sp.add_argument("--submit", action="store_true", help="submit as a Slurm job instead")
-
-    sp = cmd("judge", "judge the merged answers (all judge shards, then verdicts.jsonl)")
-    sp.add_argument("run_dir")
+    sp = cmd("generate", "run one generate shard here (what a Slurm array task runs)", run=True)
+    sp.add_argument("--shard", type=int, required=True, help="shard index in plan.json")
+    sp.add_argument("--part", type=int, default=None, help=argparse.SUPPRESS)  # replicas
+    sp.add_argument("--parts", type=int, default=None, help=argparse.SUPPRESS)
+    sp = cmd("merge", "merge and deduplicate the generation shards into merged.jsonl", run=True)
+    sp.add_argument("--submit", action="store_true",
+                    help="submit merge -> judge -> report as Slurm jobs instead")
+    sp = cmd("judge", "judge the merged answers (all judge shards, then verdicts.jsonl)",
+             run=True)
     sp.add_argument("--out", default="", help="name for a re-judge: judge-OUT/, verdicts-OUT.jsonl")
-    sp.add_argument("--shard", type=int, default=None, help="run one judge shard only")
-    sp.add_argument("--finalize", action="store_true", help="only write verdicts from shards")
+    what = sp.add_mutually_exclusive_group()
+    what.add_argument("--shard", type=int, default=None, help="run one judge shard only")
+    what.add_argument("--finalize", action="store_true", help="only write verdicts from shards")
     sp.add_argument("--retry-errors", action="store_true",
                     help="ask the judge again for units whose request failed (endpoint errors)")
     sp.add_argument("--submit", action="store_true", help="submit as a Slurm array instead")
-
-    sp = cmd("report", "accuracy with cluster-bootstrap intervals; several runs pool as seeds")
+    sp = cmd("report", "accuracy with small-sample cluster intervals; several runs pool as "
+                       "seeds (a pooled report gets a name of its own)")
     sp.add_argument("run_dirs", nargs="+")
     sp.add_argument("--out", default="", help="read verdicts-OUT.jsonl, write report-OUT.*")
     sp.add_argument("--force", action="store_true", help="pool runs whose settings differ")
-
     sp = cmd("compare", "paired difference of accuracy between two runs, with its interval")
     sp.add_argument("run_a")
     sp.add_argument("run_b")
+    sp.add_argument("--out", default="", help="compare verdicts-OUT.jsonl of both runs")
     sp.add_argument("--force", action="store_true", help="compare runs whose settings differ")
+    sp = cmd("export", "one row per judged answer as Parquet (opens with datasets)", run=True)
+    sp.add_argument("--out", default="", help="verdicts-OUT.jsonl instead of verdicts.jsonl")
+    sp.add_argument("--to", default=None, help="file to write (default RUN/answers.parquet)")
+    _bench_args(cmd("bench", "engine performance on an AA-LCR-shaped workload (GPU)", keys=True))
+    sp = cmd("demo", "the whole pipeline on the bundled sample data with a tiny local model",
+             keys=True)
+    sp.add_argument("--executor", choices=["auto", "slurm", "local"], default="auto",
+                    help="auto: the local Slurm cluster when it can be started, else local")
+    sp.add_argument("--config", default=None, help="demo config (default: jobs/demo.toml)")
+    sp = cmd("coverage", "simulate how often the reported interval covers the truth on "
+                         "AA-LCR's set sizes")
+    sp.add_argument("--reps", type=int, default=5000, help="simulated evaluations per cell")
+    sp.add_argument("--truth", default="0.3", help="true accuracies, comma-separated")
+    sp.add_argument("--icc", default="0.2,0.3,0.4", help="intra-set correlations")
+    sp.add_argument("--seeds", default="1,3", help="seeds per question")
+    sp.add_argument("--bootstrap", action="store_true", help="also the percentile bootstrap")
+    sp.add_argument("--seed", type=int, default=0, help="simulation seed")
+    return p
 
-    sp = cmd("bench", "engine performance on an AA-LCR-shaped workload (GPU)", keys=True)
+
+def _bench_args(sp) -> None:
     sp.add_argument("config", nargs="?", default=None, help="engine/model config (TOML)")
     sp.add_argument("--scale", type=float, default=1.0,
                     help="shrink the workload: fraction of sets and of document length")
@@ -93,15 +135,13 @@ def _parser() -> argparse.ArgumentParser:
                          "'4x1,2x2,1x4' (run before the policies; --policies '' skips those)")
     sp.add_argument("--run-dir", default=None,
                     help="take question and set lengths from this prepared run (its "
-                         "questions.jsonl) instead; jobs/bench-aalcr-real holds the real "
-                         "AA-LCR lengths")
+                         "questions.jsonl); jobs/bench-aalcr-real holds the real AA-LCR ones")
     sp.add_argument("--output-tokens", default=None, metavar="N|lognormal:MEDIAN:SIGMA:MAX",
                     help="tokens each answer decodes (ignore_eos): a fixed N, or a log-normal "
                          "length per unit capped at MAX (the budget); default: "
                          "sampling.max_new_tokens")
     sp.add_argument("--like", default=None, metavar="JOB",
-                    help="take sampling.seeds, n and max_new_tokens from this job file, e.g. "
-                         "jobs/llama31-8b-aalcr.toml")
+                    help="take sampling.seeds, n and max_new_tokens from this job file")
     sp.add_argument("--calibrate", action="store_true",
                     help="measure prefill and decode steps first, fit the [cost] constants "
                          "(printed) and predict with them")
@@ -118,13 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None, help="work folder (default /tmp/lcr-bench)")
     sp.add_argument("--json", default=None, help="also write the results to this JSON file")
 
-    sp = cmd("demo", "the whole pipeline on the bundled sample data with a tiny local model",
-             keys=True)
-    sp.add_argument("--executor", choices=["auto", "slurm", "local"], default="auto",
-                    help="auto: the local Slurm cluster when it can be started, else local")
-    sp.add_argument("--config", default=None, help="demo config (default: jobs/demo.toml)")
-    return p
 
+# ---- handlers -----------------------------------------------------------------------------
 
 def _plan(args) -> int:
     from lcr.config import load_config
@@ -139,6 +174,115 @@ def _plan(args) -> int:
     return 0
 
 
+def _submit(args) -> int:
+    from lcr import slurm
+    from lcr.config import load_config
+    from lcr.plan import plan_run, plan_table
+    from lcr.rundir import RunDir
+
+    cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        rd, plan, questions = plan_run(cfg, force=args.force)
+        print(plan_table(plan, questions, cfg))
+        for stage, text in slurm.render_scripts(cfg, rd).items():
+            print(f"\n===== {stage} (sbatch script; not submitted) =====\n{text}")
+        return 0
+    kind = slurm.executor_kind(cfg)  # before anything is written
+    rd = RunDir(cfg.run_dir)
+    with slurm.chain_lock(rd):
+        rd, plan, questions = plan_run(cfg, force=args.force)
+        print(plan_table(plan, questions, cfg))
+        slurm.queue(cfg, rd, kind)
+    return 0
+
+
+def _planned(args):
+    """A planned run's directory and config, with the --set overrides it may take."""
+    from lcr.rundir import RunDir, override_planned
+
+    rd = RunDir(args.run_dir)
+    cfg, _ = rd.load_config()
+    return rd, override_planned(cfg, args.overrides, str(rd.path))
+
+
+def _status(args) -> int:
+    from lcr.status import status_table
+
+    rd, cfg = _planned(args)
+    print(status_table(rd, cfg, args.out))
+    return 0
+
+
+def _rerun(args) -> int:
+    from lcr import slurm
+    from lcr.io import atomic_write_text
+    from lcr.rundir import config_toml
+
+    rd, cfg = _planned(args)
+    with slurm.chain_lock(rd):
+        if args.dry_run:
+            slurm.queue(cfg, rd, "", verb="rerun", dry_run=True)
+            return 0
+        kind = slurm.executor_kind(cfg)
+        if args.overrides:  # the jobs read config.toml: keep the new values there
+            atomic_write_text(rd.config_file, config_toml(cfg, rd.run_hash()))
+        slurm.queue(cfg, rd, kind, verb="rerun")
+    return 0
+
+
+def _generate(args) -> int:
+    from lcr.generate import run_shard
+
+    info = run_shard(args.run_dir, args.shard, args.part, args.parts)
+    print(json.dumps({k: v for k, v in info.items() if k != "parts"}), flush=True)
+    return 0
+
+
+def _merge(args) -> int:
+    if args.submit:
+        return _submit_stages(args, {"merge": [0], "judge": None, "report": [0]})
+    from lcr.merge import merge_run
+
+    result = merge_run(args.run_dir)
+    print(result.summary())
+    return 0 if result.complete else 1
+
+
+def _judge(args) -> int:
+    if args.submit:
+        return _submit_stages(args, {"judge": None, "report": [0]}, args.out)
+    from lcr import judge
+
+    if args.finalize:
+        info = judge.finalize_verdicts(args.run_dir, args.out, args.overrides)
+    elif args.shard is not None:
+        info = judge.judge_shard(args.run_dir, args.shard, args.out, args.overrides,
+                                 retry_errors=args.retry_errors)
+    else:
+        info = judge.judge_run(args.run_dir, args.out, args.overrides,
+                               retry_errors=args.retry_errors)
+    print(json.dumps(info), flush=True)
+    return 0
+
+
+def _submit_stages(args, stages: dict, out: str = "") -> int:
+    """`lcr merge --submit`, `lcr judge --submit`: those stages (and the report) as jobs."""
+    from lcr import slurm
+    from lcr.judge import judge_config
+
+    rd, cfg = _planned(args)
+    if "judge" in stages:  # the output folder's own judge settings, then --set
+        cfg = judge_config(rd, args.overrides, out)
+    todo = {name: shards if shards is not None else list(range(cfg.judge.shards))
+            for name, shards in stages.items()}
+    kind = slurm.executor_kind(cfg)
+    judge_set = [o for o in args.overrides if o.startswith("judge.")]
+    with slurm.chain_lock(rd):
+        ids = slurm.submit_chain(cfg, rd, todo, kind, out=out, overrides=judge_set)
+    slurm.print_ids(rd, kind, ids)
+    return 0
+
+
 def _report(args) -> int:
     from lcr.report import run_report
 
@@ -149,41 +293,15 @@ def _report(args) -> int:
 def _compare(args) -> int:
     from lcr.report import run_compare
 
-    print(run_compare(args.run_a, args.run_b, force=args.force))
+    print(run_compare(args.run_a, args.run_b, force=args.force, out=args.out))
     return 0
 
 
-def _merge(args) -> int:
-    if args.submit:
-        from lcr.slurm import submit_stage
+def _export(args) -> int:
+    from lcr.export import export_parquet
 
-        return submit_stage(args.run_dir, "merge", args.overrides)
-    from lcr.merge import merge_run
-
-    result = merge_run(args.run_dir)
-    print(result.summary())
-    return 0 if result.complete else 1
-
-
-def _judge(args) -> int:
-    if args.submit:
-        from lcr.slurm import submit_stage
-
-        return submit_stage(args.run_dir, "judge", args.overrides, out=args.out)
-    from lcr.judge import run_judge_cli
-
-    return run_judge_cli(args.run_dir, args.overrides, args.out, shard=args.shard,
-                         finalize=args.finalize, retry_errors=args.retry_errors)
-
-
-def _slurm(args) -> int:
-    from lcr import slurm
-
-    if args.command == "submit":
-        return slurm.submit(args.config, args.overrides, force=args.force, dry_run=args.dry_run)
-    if args.command == "status":
-        return slurm.status(args.run_dir, args.overrides)
-    return slurm.rerun(args.run_dir, args.overrides, dry_run=args.dry_run)
+    print(f"wrote {export_parquet(args.run_dir, args.out, args.to)}")
+    return 0
 
 
 def _bench(args) -> int:
@@ -198,39 +316,55 @@ def _demo(args) -> int:
     return run_demo(args.executor, args.overrides, config=args.config)
 
 
+def _coverage(args) -> int:
+    from lcr.coverage import coverage_table
+
+    print(coverage_table(args.reps, [float(x) for x in args.truth.split(",")],
+                         [float(x) for x in args.icc.split(",")],
+                         [int(x) for x in args.seeds.split(",")], args.bootstrap, args.seed))
+    return 0
+
+
 HANDLERS = {
-    "plan": _plan, "submit": _slurm, "status": _slurm, "rerun": _slurm, "merge": _merge,
-    "judge": _judge, "report": _report, "compare": _compare, "bench": _bench, "demo": _demo,
+    "plan": _plan, "submit": _submit, "status": _status, "rerun": _rerun, "generate": _generate,
+    "merge": _merge, "judge": _judge, "report": _report, "compare": _compare,
+    "export": _export, "bench": _bench, "demo": _demo, "coverage": _coverage,
 }
+
+
+def exit_code(e: BaseException) -> int | None:
+    """The one exit-code policy: 3 lock held, 1 stage failure, 2 configuration or input."""
+    from lcr.data import DataError
+    from lcr.io import LockedError, StorageError
+    from lcr.judge import JudgeError
+    from lcr.report import ReportError
+    from lcr.rundir import RunDirError
+    from lcr.slurm import SlurmError, StageError
+    from lcr.stages import StageFailed
+
+    for kinds, code in (((LockedError,), 3), ((StageError, StageFailed, JudgeError), 1),
+                        ((ConfigError, DataError, RunDirError, ReportError, StorageError,
+                          SlurmError, FileNotFoundError), 2)):
+        if isinstance(e, kinds):
+            return code
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from lcr.data import DataError
-    from lcr.io import StorageError
-    from lcr.slurm import SlurmError, StageError
-
-    errors: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError,
-                                               StorageError, SlurmError)
     try:
-        from lcr.report import ReportError
-
-        errors += (ReportError,)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from lcr.io import LockedError
-
         return HANDLERS[args.command](args)
-    except LockedError as e:
-        print(f"lcr {args.command}: {e}", file=sys.stderr)
-        return 3
-    except StageError as e:  # the jobs' own errors, one line each, and the way on
-        print(f"lcr {args.command}: {e}", file=sys.stderr)
-        return 1
-    except errors as e:
-        print(f"lcr {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"lcr {args.command}: interrupted; what was written is kept (`lcr status RUN` "
+              "shows it; Slurm jobs already queued keep running)", file=sys.stderr)
+        return 130
+    except Exception as e:
+        code = exit_code(e)
+        if code is None:
+            raise
+        prefix = "" if code == 3 else "error: "
+        print(f"lcr {args.command}: {prefix}{e}", file=sys.stderr, flush=True)
+        return code
 
 
 if __name__ == "__main__":

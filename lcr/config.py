@@ -113,13 +113,13 @@ class EngineSection:
 
 @dataclass
 class SlurmSection:
-    executor: str = "auto"  # "slurm", "local" (submitit's local executor) or "auto"
+    executor: str = "slurm"  # "slurm", or "local" (this machine, submitit's local executor)
     partition: str = ""  # sbatch --partition
     cpu_partition: str = ""  # partition for merge and report (no GPUs); "" = partition
     account: str = ""  # sbatch --account
     qos: str = ""  # sbatch --qos
     time: int = 240  # minutes per generate task
-    nodes: int = 1  # nodes per task
+    nodes: int = 1  # nodes per task: 1 (an engine spans the GPUs of one node)
     gpus_per_node: int = 1  # GPUs per generate task
     cpus_per_task: int = 8  # CPU cores per task
     mem: str = ""  # e.g. "200G"; "" = cluster default
@@ -151,7 +151,6 @@ class JudgeSection:
     concurrency: int = 8  # openai backend: requests in flight
     max_retries: int = 5  # openai backend: retries per request (429, 5xx, timeouts)
     timeout_s: float = 120.0  # openai backend: per request
-    backoff_s: float = 1.0  # first retry delay, doubled each time
 
 
 @dataclass
@@ -198,12 +197,12 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+JUDGE_BACKENDS = ("vllm", "openai", "exact")  # their behaviour: lcr.backends.BACKENDS
+# Keys older lcr versions wrote into config.toml: skipped when a run directory is read,
+# refused (with the reason) in a job file or --set.
+RETIRED = {"judge.backoff_s": "the openai client paces its own retries"}
+RUN_FILES = ("config.toml", "settings.json")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def _section_class(name: str):
-    return typing.get_type_hints(Config)[name]
 
 
 def _check_type(where: str, value, annotation):
@@ -242,7 +241,8 @@ def _check_type(where: str, value, annotation):
     raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
 
 
-def _apply(cfg: Config, data: dict, origin: str) -> None:
+def apply_values(cfg: Config, data: dict, origin: str) -> None:
+    """Apply {section: {key: value}} (from a file named by `origin`), type-checked."""
     hints = typing.get_type_hints(Config)
     for section, values in data.items():
         if section not in hints:
@@ -254,11 +254,14 @@ def _apply(cfg: Config, data: dict, origin: str) -> None:
         obj = getattr(cfg, section)
         fields = typing.get_type_hints(type(obj))
         for key, value in values.items():
+            if f"{section}.{key}" in RETIRED and origin.endswith(RUN_FILES):
+                continue
             if key not in fields:
+                retired = RETIRED.get(f"{section}.{key}")
                 raise ConfigError(
-                    f"{origin}: unknown key {section}.{key}; valid keys in [{section}]: "
-                    f"{', '.join(fields)}"
-                )
+                    f"{origin}: {section}.{key} is no longer a setting ({retired})" if retired
+                    else f"{origin}: unknown key {section}.{key}; valid keys in [{section}]: "
+                    f"{', '.join(fields)}")
             setattr(obj, key, _check_type(f"{origin}: {section}.{key}", value, fields[key]))
 
 
@@ -277,7 +280,7 @@ def parse_override(text: str) -> dict:
 
 def apply_override(cfg: Config, text: str) -> None:
     """Apply one `--set section.key=value` to `cfg` (type-checked; unknown keys are errors)."""
-    _apply(cfg, parse_override(text), f"--set {text}")
+    apply_values(cfg, parse_override(text), f"--set {text}")
 
 
 def validate(cfg: Config) -> None:
@@ -291,7 +294,7 @@ def validate(cfg: Config) -> None:
         "data.source": (cfg.data.source, ("hf", "local", "sample")),
         "data.too_long": (cfg.data.too_long, ("skip", "truncate")),
         "model.system_prompt": (cfg.model.system_prompt, ("none", "reasoning")),
-        "judge.backend": (cfg.judge.backend, ("vllm", "openai", "exact")),
+        "judge.backend": (cfg.judge.backend, JUDGE_BACKENDS),
         "judge.prompt": (cfg.judge.prompt, ("v1.0", "v1.1")),
         "judge.prompt_role": (cfg.judge.prompt_role, ("user", "system")),
         "slurm.executor": (cfg.slurm.executor, ("auto", "slurm", "local")),
@@ -319,6 +322,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"sampling.seeds {cfg.sampling.seeds} has duplicates")
     if cfg.data.source in ("local", "sample") and not cfg.data.path and cfg.data.source == "local":
         raise ConfigError("data.source = 'local' needs data.path (the snapshot folder)")
+    if cfg.slurm.nodes != 1:
+        raise ConfigError(f"slurm.nodes = {cfg.slurm.nodes}; lcr runs each engine on one node "
+                          "(multi-node engines are not supported): use more shards instead")
     gpus = cfg.engine.replicas * cfg.engine.tensor_parallel_size
     if cfg.slurm.gpus_per_node and gpus != cfg.slurm.gpus_per_node:
         raise ConfigError(
@@ -383,7 +389,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: no such config file") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
-        _apply(cfg, data, str(path))
+        apply_values(cfg, data, str(path))
     for text in overrides or []:
         apply_override(cfg, text)
     validate(cfg)
@@ -392,20 +398,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def config_from_dict(data: dict, origin: str) -> Config:
     cfg = Config()
-    _apply(cfg, data, origin)
+    apply_values(cfg, data, origin)
     return cfg
 
 
 def valid_keys() -> list[str]:
     hints = typing.get_type_hints(Config)
     return [f"{s}.{k}" for s, cls in hints.items() for k in typing.get_type_hints(cls)]
-
-
-def describe() -> str:
-    """Every key with its default, for --help."""
-    lines = []
-    for section, value in Config().to_dict().items():
-        lines.append(f"[{section}]")
-        for key, default in value.items():
-            lines.append(f"  {key} = {json.dumps(default)}")
-    return "\n".join(lines)

@@ -267,3 +267,15 @@ def pack(groups: list[list[dict]], count: int, cost_of) -> list[list[dict]]:
         shards[i].extend(g)
         heapq.heappush(heap, (cost_of(shards[i]), i))
     return shards
+
+
+def replica_parts(shard: dict, parts: int, qinfo: dict, cfg: Config) -> list[list[dict]]:
+    """A shard's units between replica engines: whole sets, packed by the cost model."""
+    groups: dict[str, list[dict]] = {}
+    for u in shard["units"]:
+        groups.setdefault(u["document_set_id"], []).append(u)
+
+    def cost_of(g):
+        return units_cost(g, qinfo, cfg).seconds
+
+    return pack(list(groups.values()), parts, cost_of)

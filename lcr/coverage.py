@@ -1,6 +1,6 @@
 """How often an interval holds the true accuracy, in simulated evaluations of AA-LCR's shape.
 
-    python -m lcr.coverage --reps 20000 --bootstrap        # the table quoted in lcr.interval
+    lcr coverage --reps 20000 --bootstrap        # the table quoted in lcr.interval
 
 AA-LCR's real shape: 100 questions over 30 document sets of 12, 7, 5 (x3), 4 (x8), 3 (x5),
 2 (x7) and 1 (x5) questions. One simulated evaluation draws each set's difficulty p_s from a
@@ -13,7 +13,6 @@ an evaluation when it holds `truth`.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 import numpy as np
@@ -76,28 +75,16 @@ def coverage(method: Method, reps: int, truth: float, icc: float, seeds: int, se
             "above": above / reps, "reps": reps}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lcr.coverage", description=__doc__)
-    p.add_argument("--reps", type=int, default=5000, help="simulated evaluations per cell")
-    p.add_argument("--truth", default="0.3", help="true accuracies, comma-separated")
-    p.add_argument("--icc", default="0.2,0.3,0.4", help="intra-set correlations")
-    p.add_argument("--seeds", default="1,3", help="seeds per question")
-    p.add_argument("--bootstrap", action="store_true", help="also the percentile bootstrap")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    names = [m for m in METHODS if args.bootstrap or m != "percentile bootstrap"]
-    print("coverage (share of intervals wholly below / wholly above the truth)")
-    print("truth icc seeds  " + "  ".join(names))
-    for truth in map(float, args.truth.split(",")):
-        for icc in map(float, args.icc.split(",")):
-            for seeds in map(int, args.seeds.split(",")):
-                cells = [coverage(METHODS[m], args.reps, truth, icc, seeds, args.seed)
-                         for m in names]
-                print(f"{truth:5.2f} {icc:3.1f} {seeds:5d}  " + "  ".join(
-                    f"{c['coverage']:.4f} ({c['below']:.3f}/{c['above']:.3f})" for c in cells),
-                    flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def coverage_table(reps: int, truths, iccs, seeds_list, bootstrap: bool = False,
+                   seed: int = 0) -> str:
+    """`lcr coverage`: the coverage of each interval method, one row per cell."""
+    names = [m for m in METHODS if bootstrap or m != "percentile bootstrap"]
+    lines = ["coverage (share of intervals wholly below / wholly above the truth)",
+             "truth icc seeds  " + "  ".join(names)]
+    for truth in truths:
+        for icc in iccs:
+            for seeds in seeds_list:
+                cells = [coverage(METHODS[m], reps, truth, icc, seeds, seed) for m in names]
+                lines.append(f"{truth:5.2f} {icc:3.1f} {seeds:5d}  " + "  ".join(
+                    f"{c['coverage']:.4f} ({c['below']:.3f}/{c['above']:.3f})" for c in cells))
+    return "\n".join(lines)

@@ -9,7 +9,9 @@ generation with prefix caching, sharding, merge, judge, report), not a result.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -48,49 +50,67 @@ def start_local_cluster() -> tuple[bool, str]:
     return True, os.environ.get("SLURM_CONF", "")
 
 
+def _choose_executor(executor: str) -> str | None:
+    """"slurm" (the local cluster, started here, or one already answering) or "local" when
+    no cluster can start (only for `auto`); None when Slurm was asked for and cannot be had."""
+    from lcr.slurm import slurm_problem
+
+    if executor == "local":
+        return "local"
+    ok, why = start_local_cluster()
+    if ok:
+        print(f"local Slurm cluster up; in another terminal: export SLURM_CONF={why}")
+        return "slurm"
+    if slurm_problem() is None:
+        return "slurm"  # a cluster that was already configured and answering
+    if executor == "slurm":
+        print(f"lcr demo: no Slurm: {why}", file=sys.stderr)
+        return None
+    print(f"no Slurm cluster ({why}); using submitit's local executor instead")
+    return "local"
+
+
 def run_demo(executor: str = "auto", overrides: list[str] = (), config: str | None = None) -> int:
     from lcr import slurm
+    from lcr.plan import plan_run, plan_table
+    from lcr.rundir import RunDir
+    from lcr.status import status_table
 
-    overrides = list(overrides)
-    if executor in ("auto", "slurm"):
-        ok, why = start_local_cluster()
-        if ok:
-            print(f"local Slurm cluster up ({why})")
-            executor = "slurm"
-        elif slurm.slurm_available():
-            executor = "slurm"  # a cluster that was already configured and answering
-        elif executor == "slurm":
-            print(f"lcr demo: no Slurm: {why}", file=sys.stderr)
-            return 2
-        else:
-            print(f"no Slurm cluster ({why}); using submitit's local executor instead")
-            executor = "local"
+    executor = _choose_executor(executor)
+    if executor is None:
+        return 2
     cfg_path = config or DEMO_CONFIG
-    overrides.append(f"slurm.executor={executor!r}")
-    cfg = load_config(cfg_path, overrides)
+    cfg = load_config(cfg_path, [*overrides, f"slurm.executor={executor!r}"])
     t0 = time.time()
-    code = slurm.submit(str(cfg_path), overrides)
-    if code:
-        return code
-    rd = slurm.RunDir(cfg.run_dir)
+    rd = RunDir(cfg.run_dir)
+    with slurm.chain_lock(rd):
+        rd, plan, questions = plan_run(cfg)
+        print(plan_table(plan, questions, cfg))
+        slurm.queue(cfg, rd, executor)
     if executor == "slurm":
-        print("waiting for the chain (lcr status shows progress) ...", flush=True)
-        if not slurm.wait_for_report(rd, timeout_s=1800, poll_s=5):
-            table, _ = slurm.status_table(rd, cfg)
-            print(table)
+        print(f"waiting for the chain; `lcr status {shlex.quote(str(rd.path))}` shows it too",
+              flush=True)
+        shown = [""]
+
+        def progress():
+            line = _progress_line(rd, cfg)
+            if line != shown[0]:
+                print(f"  [{time.time() - t0:4.0f} s] {line}", flush=True)
+                shown[0] = line
+
+        if not slurm.wait_for_report(rd, timeout_s=1800, poll_s=3, on_poll=progress):
+            print(status_table(rd, cfg))
             print(f"lcr demo: the chain stopped before the report; see {rd.logs_dir}, "
-                  f"fix the cause and run `lcr rerun {rd.path}`", file=sys.stderr)
+                  f"fix the cause and run `lcr rerun {shlex.quote(str(rd.path))}`",
+                  file=sys.stderr)
             return 1
-        table, _ = slurm.status_table(rd, cfg)
-        print(table)
-    report = rd.path / "report.json"
+        print(status_table(rd, cfg))
+    report = rd.report_paths()["json"]
     if not report.exists():
         print(f"lcr demo: no report was written in {rd.path}", file=sys.stderr)
         return 1
-    import json
-
     summary = json.loads(report.read_text()).get("summary", "")
-    print(f"\nreport: {rd.path / 'report.md'} (also report.json, report.png)")
+    print(f"\nreport: {rd.report_paths()['md']} (also report.json, report.png)")
     print(summary)
     print(
         f"(demo finished in {time.time() - t0:.0f} s.) The tiny model has random weights, so "
@@ -99,3 +119,18 @@ def run_demo(executor: str = "auto", overrides: list[str] = (), config: str | No
         "Llama-3.1-8B-Instruct on GPUs over the real AA-LCR snapshot and a Qwen3 judge."
     )
     return 0
+
+
+def _progress_line(rd, cfg) -> str:
+    """One line per stage: shards done of all (and records so far)."""
+    from lcr.status import status_rows
+
+    rows, _ = status_rows(rd, cfg)
+    parts = []
+    for stage in ("generate", "merge", "judge", "report"):
+        mine = [r for r in rows if r[0] == stage]
+        done = sum(r[2] == "done" for r in mine)
+        records = sum(int(r[3].split("/")[0]) for r in mine if r[3][:1].isdigit())
+        parts.append(f"{stage} {done}/{len(mine)}" + (f" ({records} records)"
+                                                      if records and done < len(mine) else ""))
+    return "; ".join(parts)

@@ -1,19 +1,18 @@
 """Generate stage: run one shard of plan.json on one node, resumable, one record per unit.
 
-    python -m lcr.generate shards/demo --shard 3
+    lcr generate shards/demo --shard 3
 
 Keys already in the shard's JSONL are skipped (a torn last line is ignored), units are fed
-to the engine document set by document set so each set's prefix stays in vLLM's cache, and
-`shard-0003.done` is written last. With engine.replicas = R > 1 the shard's sets are split
-between R engine processes, each on its own GPUs and writing its own part file. A full or
-read-only disk stops the shard with one line that says how many records are kept.
+to the engine within the KV-budgeted set window (lcr.feed) so each set's documents are
+prefilled once and served from vLLM's prefix cache, one fsynced record is appended per unit
+as it finishes, and `shard-0003.done` is written last. With engine.replicas = R > 1 the
+shard's sets are split between R engine processes, each on its own GPUs and writing its own
+part file. A full or read-only disk stops the shard with one line that says how many records
+are kept.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
 import os
 import re
 import subprocess
@@ -21,60 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from lcr.config import Config, ConfigError
-from lcr.data import DataError
+from lcr.config import Config
+from lcr.cost import replica_parts
 from lcr.feed import feed, make_group
-from lcr.io import (
-    LockedError,
-    ShardWriter,
-    StorageError,
-    read_done,
-    read_jsonl,
-    sha256_file,
-    write_done,
-)
-from lcr.plan import replica_parts
-from lcr.prepare import load_prepared, load_prompt_ids
-from lcr.rundir import RunDir
+from lcr.io import ShardWriter, StorageError, read_done, sha256_file, write_done
+from lcr.rundir import RunDir, keys_sha
 from lcr.window import Capacity
-
-
-def units_sha(units: list[dict]) -> str:
-    return hashlib.sha256("\n".join(sorted(u["key"] for u in units)).encode()).hexdigest()
-
-
-def load_shard(run_dir: RunDir, shard: int) -> dict:
-    plan = json.loads(run_dir.plan_file.read_text())
-    shards = plan["shards"]
-    if not 0 <= shard < len(shards):
-        raise SystemExit(f"{run_dir.plan_file}: no shard {shard} (plan has {len(shards)})")
-    return shards[shard]
-
-
-def shard_records(run_dir: RunDir, shard: int, run_hash: str) -> dict[str, dict]:
-    """Records already written for this shard (every part file), by key, from this config."""
-    done: dict[str, dict] = {}
-    for path in run_dir.generate_files(shard):
-        for rec in read_jsonl(path).records:
-            if rec.get("run_hash") == run_hash and "key" in rec:
-                prev = done.get(rec["key"])
-                if prev is None or (prev.get("status") != "ok" and rec.get("status") == "ok"):
-                    done[rec["key"]] = rec
-    return done
-
-
-def shard_done(run_dir: RunDir, spec: dict, part: int | None = None,
-               units: list[dict] | None = None) -> dict | None:
-    """The done marker of a shard (or part), if it covers exactly these units."""
-    info = read_done(run_dir.generate_done(spec["index"], part))
-    if info and info.get("units_sha256") == units_sha(spec["units"] if units is None else units):
-        return info
-    return None
-
-
-def split_parts(shard: dict, parts: int, qinfo: dict, cfg: Config) -> list[list[dict]]:
-    """A shard's units between replica engines: whole sets, largest-first by the cost model."""
-    return replica_parts(shard, parts, qinfo, cfg)
 
 
 class Progress:
@@ -143,10 +94,10 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
               out: Path, engine_factory=None) -> dict:
     """Generate `units` into `out` (resuming), return the summary for the done marker."""
     run_hash = run_dir.run_hash()
-    qinfo = {q["question_id"]: q for q in load_prepared(run_dir)}
+    qinfo = {q["question_id"]: q for q in run_dir.load_questions()}
     label = f"shard {shard}" + (f" part {part}" if part is not None else "")
     with ShardWriter(out) as writer:
-        have = shard_records(run_dir, shard, run_hash)
+        have = run_dir.generation_records(shard, run_hash)
         pending = [u for u in units if u["key"] not in have]
         progress = Progress(label, len(units), len(units) - len(pending))
         print(f"[{label}] {len(units)} units, {len(units) - len(pending)} already written",
@@ -182,7 +133,7 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
                 progress.add([rec])
                 if cfg.debug.unit_delay_s:
                     time.sleep(cfg.debug.unit_delay_s)
-        final = shard_records(run_dir, shard, run_hash)
+        final = run_dir.generation_records(shard, run_hash)
         mine = [final[u["key"]] for u in units if u["key"] in final]
         missing = [u["key"] for u in units if u["key"] not in final]
         if missing:
@@ -191,7 +142,7 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
         info.update(
             records=len(mine),
             sha256=sha256_file(out),
-            units_sha256=units_sha(units),
+            units_sha256=keys_sha(units),
             n_ok=sum(r["status"] == "ok" for r in mine),
             n_too_long=sum(r["status"] == "too_long" for r in mine),
             n_error=sum(r["status"] == "error" for r in mine),
@@ -223,7 +174,7 @@ def _groups(run_dir: RunDir, cfg: Config, qinfo: dict, units: list[dict], engine
         for u in members:
             q = qinfo[u["question_id"]]
             if u["question_id"] not in ids:
-                ids[u["question_id"]] = load_prompt_ids(run_dir, q)
+                ids[u["question_id"]] = run_dir.prompt_ids(q)
             prompts.append(ids[u["question_id"]])
         groups.append(make_group(set_id, members, prompts,
                                  [cfg.sampling.max_new_tokens] * len(members)))
@@ -256,24 +207,24 @@ def run_shard(run_dir: str | Path, shard: int, part: int | None = None,
     """Run one shard (or one replica part of it); returns the done-marker content."""
     rd = RunDir(run_dir)
     cfg, _ = rd.load_config()
-    spec = load_shard(rd, shard)
-    done = shard_done(rd, spec)
+    spec = rd.shard(shard)
+    done = rd.generate_done(spec)
     if done:
         print(f"[shard {shard}] already done ({done['records']} records)", file=sys.stderr)
         return done
     replicas = parts or cfg.engine.replicas
     if replicas > 1 and part is None:
         return _run_replicas(rd, cfg, spec, replicas)
-    qinfo = {q["question_id"]: q for q in load_prepared(rd)}
-    units = spec["units"] if part is None else split_parts(spec, replicas, qinfo, cfg)[part]
-    if part is not None and shard_done(rd, spec, part, units):
-        return shard_done(rd, spec, part, units)
+    qinfo = {q["question_id"]: q for q in rd.load_questions()}
+    units = spec["units"] if part is None else replica_parts(spec, replicas, qinfo, cfg)[part]
+    if part is not None and rd.generate_done(spec, part, units):
+        return rd.generate_done(spec, part, units)
     out = rd.generate_file(shard, part)
     try:
         info = run_units(rd, cfg, shard, part, units, out, engine_factory)
-        write_done(rd.generate_done(shard, part), info)
+        write_done(rd.generate_marker(shard, part), info)
     except StorageError as e:
-        kept = len(shard_records(rd, shard, rd.run_hash()))
+        kept = len(rd.generation_records(shard, rd.run_hash()))
         raise StorageError(e.path, e.action, e, (
             f"; the {kept} record(s) already written are kept; free space (or make "
             f"{e.path.parent} writable) and run `lcr rerun {rd.path}`")) from e
@@ -289,16 +240,16 @@ def _run_replicas(rd: RunDir, cfg: Config, spec: dict, replicas: int) -> dict:
         env = dict(os.environ)
         if len(devices) >= replicas * tp:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices[r * tp:(r + 1) * tp])
-        cmd = [sys.executable, "-m", "lcr.generate", str(rd.path), "--shard", str(spec["index"]),
-               "--part", str(r), "--parts", str(replicas)]
+        cmd = [sys.executable, "-m", "lcr.cli", "generate", str(rd.path), "--shard",
+               str(spec["index"]), "--part", str(r), "--parts", str(replicas)]
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [p.wait() for p in procs]
     if any(codes):
         raise RuntimeError(f"[shard {spec['index']}] replica exit codes {codes}; rerun to finish")
-    infos = [read_done(rd.generate_done(spec["index"], r)) or {} for r in range(replicas)]
+    infos = [read_done(rd.generate_marker(spec["index"], r)) or {} for r in range(replicas)]
     info = {
         "records": sum(i.get("records", 0) for i in infos),
-        "units_sha256": units_sha(spec["units"]),
+        "units_sha256": keys_sha(spec["units"]),
         "parts": infos,
         "elapsed_s": max(i.get("elapsed_s", 0) for i in infos),
     }
@@ -306,28 +257,5 @@ def _run_replicas(rd: RunDir, cfg: Config, spec: dict, replicas: int) -> dict:
         info[k] = sum(i.get(k, 0) for i in infos)
     info["cache_hit"] = round(info["cached_tokens"] / info["prompt_tokens"], 4) if info[
         "prompt_tokens"] else 0.0
-    write_done(rd.generate_done(spec["index"]), info)
+    write_done(rd.generate_marker(spec["index"]), info)
     return info
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lcr.generate", description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", help="run directory made by `lcr plan`")
-    p.add_argument("--shard", type=int, required=True, help="shard index in plan.json")
-    p.add_argument("--part", type=int, default=None, help="replica part (set by the parent)")
-    p.add_argument("--parts", type=int, default=None, help="number of replica parts")
-    args = p.parse_args(argv)
-    try:
-        info = run_shard(args.run_dir, args.shard, args.part, args.parts)
-    except LockedError as e:
-        print(f"lcr generate: {e}", file=sys.stderr, flush=True)
-        return 3
-    except (StorageError, ConfigError, DataError, FileNotFoundError) as e:
-        print(f"lcr generate: error: {e}", file=sys.stderr, flush=True)
-        return 2
-    print(json.dumps({k: v for k, v in info.items() if k != "parts"}), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,32 +1,45 @@
-"""Files that can be trusted: atomic writes, append-only JSONL, done markers, shard locks.
+"""Files that can be trusted: one durable-write primitive, JSON lines, locks, done markers.
 
-    with ShardWriter(path) as w:         # exclusive lock; fails if another writer holds it
+    with durable_path(path) as tmp:       # write tmp any way you like (text, .npy, a PNG) ...
+        fig.savefig(tmp)                  # ... it is fsynced and renamed over path on success
+    with ShardWriter(path) as w:          # exclusive lock; fails if another writer holds it
         w.append_many(records)            # one line per record, flushed and fsynced
     write_done(path.with_suffix(".done"), {"records": n})
 
-A reader never sees half a file; a torn last line after a kill is skipped and reported.
-A write the disk refuses (full, over quota, read-only) raises StorageError, whose message
-names the file and the reason; what was appended before it stays.
+A reader never sees half a file: every whole-file write goes through `durable_path` (a
+temporary name in the same folder, fsync, rename; the user's umask decides the mode). A torn
+last line after a kill is skipped and reported. Lines are encoded and decoded by `jsonlines`.
+A write the disk refuses (full, over quota, read-only) raises StorageError, whose message names
+the file and the reason; what was written before it stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
+import shutil
+import socket
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jsonlines
+
 
 class LockedError(RuntimeError):
-    """Another process is writing the same shard file."""
+    """Another process holds the lock (a shard file being written, a submit in progress)."""
 
 
 # The disk, not the program, said no: the user can fix these and run again.
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+STALE_TEMP_S = 24 * 3600  # a temporary file this old is a leftover, whoever made it
 
 
 class StorageError(OSError):
@@ -44,54 +57,88 @@ def _disk_error(e: BaseException) -> bool:
     return isinstance(e, OSError) and not isinstance(e, StorageError) and e.errno in DISK_ERRNOS
 
 
-@dataclass
-class JsonlRead:
-    records: list[dict] = field(default_factory=list)
-    bad_lines: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename over `path`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+# ---- the one primitive for whole files (and folders) -------------------------------------
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
 
 
-def atomic_write_npy(path: str | Path, array) -> None:
-    """A NumPy array as .npy, written like any other file (temp name, fsync, rename)."""
-    import io
+def clean_stale_temps(path: Path) -> None:
+    """Remove temporary files a killed writer of `path` left behind: this host's whose process
+    is gone, and anyone's older than a day."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        try:
+            host, pid = parts[0], int(parts[1])
+            gone = host == socket.gethostname() and not _alive(pid)
+            if gone or time.time() - tmp.stat().st_mtime > STALE_TEMP_S:
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        except (ValueError, IndexError, OSError):
+            continue
 
-    import numpy as np
 
-    buf = io.BytesIO()
-    np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def durable_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
+    """A temporary path beside `path` to write; on success it is made durable (fsynced, the
+    umask's mode) and renamed over `path`; on failure it is removed and `path` is unchanged."""
+    path = Path(path)
+    fix = "; the previous version, if any, is unchanged; free space (or make the folder " \
+          "writable) and run again"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(path)
+        if folder:
+            tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp",
+                                        dir=path.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp",
+                                        dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as e:
+        if _disk_error(e):
+            raise StorageError(path, "write", e, fix) from e
+        raise
+    try:
+        yield tmp
+        if not folder:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600: a teammate must read it
+        else:
+            os.chmod(tmp, 0o777 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        if _disk_error(e):
+            raise StorageError(path, "write", e, fix) from e
+        raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        if _disk_error(e):
-            raise StorageError(path, "write", e, "; free space (or make the folder writable) "
-                               "and run again") from e
-        raise
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if _disk_error(e):
-            raise StorageError(path, "write", e, "; the previous version, if any, is unchanged; "
-                               "free space (or make the folder writable) and run again") from e
-        raise
+    with durable_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -99,34 +146,212 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 def atomic_write_jsonl(path: str | Path, records) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_bytes(path, encode_lines(records))
+
+
+def atomic_write_npy(path: str | Path, array) -> None:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---- JSON lines ----------------------------------------------------------------------------
+
+@dataclass
+class JsonlRead:
+    records: list[dict] = field(default_factory=list)
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def encode_lines(records) -> bytes:
+    buf = io.BytesIO()
+    with jsonlines.Writer(buf, compact=True) as w:
+        w.write_all(records)
+        return buf.getvalue()
 
 
 def read_jsonl(path: str | Path) -> JsonlRead:
-    """Every valid JSON object in the file; torn, empty or non-JSON lines are listed, not fatal."""
+    """Every JSON object in the file; torn, empty or non-JSON lines are listed, not fatal."""
     out = JsonlRead()
     path = Path(path)
     if not path.exists():
         return out
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.endswith(b"\n"):
-                out.bad_lines.append((lineno, "torn last line (no newline)"))
-                continue
-            text = raw.strip()
-            if not text:
-                out.bad_lines.append((lineno, "empty line"))
-                continue
-            try:
-                obj = json.loads(text)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                out.bad_lines.append((lineno, f"not JSON: {e}"))
-                continue
-            if not isinstance(obj, dict):
-                out.bad_lines.append((lineno, "not a JSON object"))
-                continue
-            out.records.append(obj)
+    lines = path.read_bytes().splitlines(keepends=True)
+    torn = bool(lines) and not lines[-1].endswith(b"\n")
+    reader = jsonlines.Reader(lines[:-1] if torn else lines)
+    while True:
+        try:
+            out.records.append(reader.read(type=dict))
+        except jsonlines.InvalidLineError as e:
+            line = lines[e.lineno - 1]
+            why = ("empty line" if not line.strip() else "not a JSON object"
+                   if "requested type" in str(e) else f"not JSON: {e}")
+            out.bad_lines.append((e.lineno, why))
+        except EOFError:
+            break
+    if torn:
+        out.bad_lines.append((len(lines), "torn last line (no newline)"))
     return out
+
+
+# ---- locks and appends ---------------------------------------------------------------------
+
+class _Lock:
+    """An exclusive flock on a lock file, which names its holder for the error message.
+
+    `message` says what is going on, with `{holder}` where "(pid N on HOST)" goes."""
+
+    def __init__(self, path: Path, message: str):
+        self.path, self.message, self.fd = path, message, None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self.fd)
+            self.fd = None
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise LockedError(self.message.format(holder=_holder(self.path))) from None
+            raise
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        text = lock_path.read_text().strip()
+    except OSError:
+        return ""
+    return f" ({text})" if text else ""
+
+
+@contextlib.contextmanager
+def locked(path: str | Path, message: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path`; LockedError(message) naming the holder if taken."""
+    lock = _Lock(Path(path), message)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def update_json(path: str | Path, change: Callable[[dict | None], dict]) -> dict:
+    """Read, change and rewrite a JSON file under a lock that waits for other writers."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            data = json.loads(path.read_text()) if path.exists() else None
+        except ValueError as e:
+            raise StorageError(path, "update", OSError(errno.EINVAL, f"damaged: {e}"),
+                               "; move it aside and run again") from None
+        new = change(data)
+        atomic_write_json(path, new)
+        return new
+    finally:
+        os.close(fd)
+
+
+KEPT = ("; the records already written are kept; free space (or make the folder writable) "
+        "and run again")
+
+
+def _append(fd: int, path: Path, records) -> None:
+    """Append records as lines to an open file, after a newline if a killed writer left a
+    torn tail; fsynced. Unbuffered: a failed write leaves nothing for close() to retry."""
+    data = encode_lines(records)
+    if not data:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError as e:
+        if _disk_error(e):
+            raise StorageError(path, "append", e, KEPT) from e
+        raise
+
+
+def append_locked(path: str | Path, records) -> None:
+    """Append lines to a file that several processes share, under a short lock each time."""
+    path = Path(path)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _append(fd, path, records)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class ShardWriter:
+    """Append-only JSONL writer holding an exclusive lock on `<path>.lock` while open.
+
+    A torn tail left by a killed writer is cut off with a newline first, so the next
+    record starts on a line of its own and the torn line stays readable as garbage.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = _Lock(self.path.with_name(self.path.name + ".lock"),
+                           f"{self.path} is being written by another process{{holder}}; a "
+                           "requeued job may be racing its earlier incarnation. Wait for it to "
+                           "end (or cancel it) and run again.")
+        self._fd = None
+
+    def __enter__(self) -> ShardWriter:
+        try:
+            self._lock.acquire()
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        except BaseException as e:
+            self.__exit__()
+            if _disk_error(e):
+                raise StorageError(self.path, "open for appending", e, KEPT) from e
+            raise
+        return self
+
+    def append_many(self, records) -> None:
+        _append(self._fd, self.path, records)
+
+    def append(self, record: dict) -> None:
+        self.append_many([record])
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._lock.release()
+
+
+# ---- done markers and hashes -----------------------------------------------------------------
+
+def write_done(path: str | Path, info: dict) -> None:
+    atomic_write_json(path, info)
+
+
+def read_done(path: str | Path) -> dict | None:
+    """The marker's content, or None if absent or unreadable (an unreadable marker is not done)."""
+    try:
+        info = json.loads(Path(path).read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError, UnicodeDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -139,112 +364,3 @@ def sha256_file(path: str | Path) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def write_done(path: str | Path, info: dict) -> None:
-    atomic_write_json(path, info)
-
-
-def read_done(path: str | Path) -> dict | None:
-    """The marker's content, or None if absent or unreadable (an unreadable marker is not done)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-KEPT = ("; the records already written are kept; free space (or make the folder writable) "
-        "and run again")
-
-
-class ShardWriter:
-    """Append-only JSONL writer holding an exclusive lock on `<path>.lock` while open.
-
-    A torn tail left by a killed writer is cut off with a newline first, so the next
-    record starts on a line of its own and the torn line stays readable as garbage.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._lock_fd = None
-        self._f = None
-
-    def __enter__(self) -> ShardWriter:
-        try:
-            self._open()
-        except BaseException as e:
-            self.__exit__()
-            if _disk_error(e):
-                raise StorageError(self.path, "open for appending", e, KEPT) from e
-            raise
-        return self
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                holder = _read_lock_holder(lock_path)
-                raise LockedError(
-                    f"{self.path} is being written by another process{holder}; "
-                    "a requeued job may be racing its earlier incarnation. "
-                    "Wait for it to end (or cancel it) and run again."
-                ) from None
-            raise
-        os.ftruncate(self._lock_fd, 0)
-        os.write(self._lock_fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
-        # Unbuffered: a failed write leaves nothing in a buffer for close() to retry.
-        self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed in __exit__)
-        if self._f.tell() > 0:
-            with open(self.path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    self._write(b"\n")
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[self._f.write(view):]
-        os.fsync(self._f.fileno())
-
-    def append_many(self, records) -> None:
-        data = b"".join(
-            (json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records
-        )
-        if not data:
-            return
-        try:
-            self._write(data)
-        except OSError as e:
-            if _disk_error(e):
-                raise StorageError(self.path, "append", e, KEPT) from e
-            raise
-
-    def append(self, record: dict) -> None:
-        self.append_many([record])
-
-    def __exit__(self, *exc) -> None:
-        if self._f is not None:
-            try:
-                self._f.close()
-            except OSError:
-                if exc and exc[0] is None:
-                    raise  # nothing else is being reported: this is the error
-            self._f = None
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-
-def _read_lock_holder(lock_path: Path) -> str:
-    try:
-        text = lock_path.read_text().strip()
-    except OSError:
-        return ""
-    return f" ({text})" if text else ""

@@ -10,19 +10,33 @@ prediction for each replica part.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from lcr.config import Config
-from lcr.io import atomic_write_json
+from lcr.io import atomic_write_json, atomic_write_text
 from lcr.rundir import RunDir
+
+
+def fresh_run_dir(path: Path, base: RunDir, cfg: Config) -> RunDir:
+    """An empty run directory sharing the workload's prompts and questions, with `cfg`."""
+    from lcr.rundir import config_toml
+
+    rd = RunDir(path)
+    if rd.path.exists():
+        shutil.rmtree(rd.path)
+    rd.path.mkdir(parents=True)
+    (rd.path / "prompts").symlink_to((base.path / "prompts").resolve())
+    shutil.copy(base.questions_file, rd.questions_file)
+    atomic_write_text(rd.config_file, config_toml(cfg))
+    return rd
 
 
 def run_layouts(root: Path, base: RunDir, cfg: Config, questions: list[dict],
                 layouts: list[str]) -> list[dict]:
     """The whole workload on one node as R engines of T GPUs ("RxT"), via run_shard's replicas."""
-    from lcr.bench import fresh_run_dir
     from lcr.generate import run_shard, split_parts
     from lcr.plan import make_plan, units_cost
 

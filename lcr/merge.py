@@ -1,6 +1,6 @@
 """Merge stage: every generation shard of a run into one merged.jsonl, in plan order.
 
-    python -m lcr.merge shards/demo      # exit 0 only when every planned unit has a record
+    lcr merge shards/demo      # exit 0 only when every planned unit has a record
 
 Reads every `generate/shard-*.jsonl` (replica part files too, done or not) and keeps every
 valid record of this run: a record from another configuration (other `run_hash`) is refused,
@@ -14,16 +14,11 @@ complete. Shard files are only read. Running it again gives the same bytes.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lcr.generate import shard_done
 from lcr.io import atomic_write_jsonl, read_jsonl, sha256_file, write_done
-from lcr.plan import plan_units, unit_key
-from lcr.rundir import RunDir
+from lcr.rundir import RunDir, plan_units, unit_key
 
 REQUIRED = ("key", "question_id", "seed", "sample", "document_set_id", "status", "response")
 SHOW = 20  # missing keys and problems listed in the printed summary
@@ -133,9 +128,7 @@ def _dedupe(items: list[tuple], result: MergeResult) -> dict[str, dict]:
 def merge_run(run_dir: str | Path) -> MergeResult:
     """Write merged.jsonl (and merged.done when complete); the result says what happened."""
     rd = RunDir(run_dir)
-    if not rd.plan_file.exists():
-        raise FileNotFoundError(f"{rd.plan_file}: missing; run `lcr plan` first")
-    plan = json.loads(rd.plan_file.read_text())
+    plan = rd.load_plan()
     units = plan_units(plan)
     result = MergeResult(path=rd.merged_file, planned=len(units))
     run_hash = rd.run_hash()  # what generate stamps on its records
@@ -144,7 +137,7 @@ def merge_run(run_dir: str | Path) -> MergeResult:
     result.unplanned = sorted(set(chosen) - planned)
     merged = [chosen[u["key"]] for u in units if u["key"] in chosen]
     result.missing = [u["key"] for u in units if u["key"] not in chosen]
-    result.shards_not_done = [s["index"] for s in plan["shards"] if not shard_done(rd, s)]
+    result.shards_not_done = [s["index"] for s in plan["shards"] if not rd.generate_done(s)]
     result.records = len(merged)
     if not result.complete and rd.merged_done.exists():
         rd.merged_done.unlink()  # it described a complete merge this file no longer is
@@ -167,21 +160,3 @@ def merge_run(run_dir: str | Path) -> MergeResult:
             "n_error": sum(r["status"] == "error" for r in merged),
         })
     return result
-
-
-def run_merge_cli(run_dir: str | Path) -> int:
-    """Merge and print the summary; 0 only when complete (for `lcr merge` and Slurm chains)."""
-    result = merge_run(run_dir)
-    print(result.summary(), file=sys.stderr, flush=True)
-    return 0 if result.complete else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lcr.merge", description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", help="run directory made by `lcr plan`")
-    args = p.parse_args(argv)
-    return run_merge_cli(args.run_dir)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,21 +10,13 @@ shards than sets is a set split, by seed first, then by question, then by sample
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 
 from lcr.config import Config, ConfigError
-from lcr.cost import pack, units_cost
+from lcr.cost import pack, replica_parts, units_cost
 from lcr.io import atomic_write_json, atomic_write_text
-from lcr.rundir import RunDir, config_toml
-
-# Sections that decide what a run's records mean; changing them needs a new run directory.
-FIXED_SECTIONS = ("data", "model", "sampling", "shards")
-
-
-def unit_key(question_id: str, seed: int, sample: int) -> str:
-    return f"{question_id}:{seed}:{sample}"
+from lcr.rundir import RunDir, config_toml, fixed_differences, plan_units, unit_key
 
 
 def make_units(questions: list[dict], seeds: list[int], n: int) -> list[dict]:
@@ -120,10 +112,6 @@ def make_plan(questions: list[dict], cfg: Config, policy: str = "document_set") 
     }
 
 
-def plan_units(plan: dict) -> list[dict]:
-    return [u for s in plan["shards"] for u in s["units"]]
-
-
 def check_plan(plan: dict, questions: list[dict], seeds: list[int], n: int) -> None:
     """Raise AssertionError unless every planned unit appears exactly once."""
     want = {u["key"] for u in make_units(questions, seeds, n)}
@@ -201,40 +189,13 @@ def greedy_seeds_warning(plan: dict, qinfo: dict, cfg: Config) -> str | None:
             "measure nondeterminism, not sampling spread; use one seed, or temperature > 0")
 
 
-def replica_parts(shard: dict, parts: int, qinfo: dict, cfg: Config) -> list[list[dict]]:
-    """A shard's units between replica engines: whole sets, packed by the cost model."""
-    groups: dict[str, list[dict]] = {}
-    for u in shard["units"]:
-        groups.setdefault(u["document_set_id"], []).append(u)
-
-    def cost_of(g):
-        return units_cost(g, qinfo, cfg).seconds
-
-    return pack(list(groups.values()), parts, cost_of)
-
-
-def _config_conflicts(cfg: Config, run_dir: RunDir) -> list[str]:
-    old, _ = run_dir.load_config()
-    new_d, old_d = cfg.to_dict(), old.to_dict()
-    diffs = []
-    for section in FIXED_SECTIONS:
-        for key, value in new_d[section].items():
-            if old_d[section].get(key) != value:
-                diffs.append(f"{section}.{key}: {old_d[section].get(key)!r} -> {value!r}")
-    if old.engine.max_model_len != cfg.engine.max_model_len:
-        diffs.append(
-            f"engine.max_model_len: {old.engine.max_model_len} -> {cfg.engine.max_model_len}"
-        )
-    return diffs
-
-
 def plan_run(cfg: Config, force: bool = False, log=print) -> tuple[RunDir, dict, list[dict]]:
     """Prepare and plan a run directory: config.toml, questions.jsonl, prompts/, plan.json."""
     from lcr.prepare import prepare
 
     run_dir = RunDir(cfg.run_dir)
     if run_dir.exists() and not force:
-        diffs = _config_conflicts(cfg, run_dir)
+        diffs = fixed_differences(run_dir.load_config()[0], cfg)
         if diffs:
             raise ConfigError(
                 f"{run_dir.path} already holds a run with a different configuration:\n  "
@@ -245,11 +206,9 @@ def plan_run(cfg: Config, force: bool = False, log=print) -> tuple[RunDir, dict,
             )
         if run_dir.plan_file.exists() and run_dir.questions_file.exists():
             # Same configuration: keep the plan, so shards already done stay done.
-            from lcr.prepare import load_prepared
-
             atomic_write_text(run_dir.config_file, config_toml(cfg, run_dir.run_hash()))
             log(f"{run_dir.path}: reusing its plan.json (same configuration)")
-            return run_dir, json.loads(run_dir.plan_file.read_text()), load_prepared(run_dir)
+            return run_dir, run_dir.load_plan(), run_dir.load_questions()
     run_dir.path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir.config_file, config_toml(cfg))
     questions = prepare(cfg, run_dir, log=log)

@@ -10,15 +10,14 @@ too_long (data.too_long = "skip") or has the middle of its documents cut ("trunc
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
+import jinja2  # noqa: F401 (apply_chat_template renders the chat template with it)
 import numpy as np
 
 from lcr.config import Config
 from lcr.data import Question, load_questions
-from lcr.io import atomic_write_jsonl, read_jsonl
+from lcr.io import atomic_write_jsonl, atomic_write_npy
 from lcr.prompts import candidate_messages, documents_text
 from lcr.rundir import RunDir
 
@@ -66,21 +65,8 @@ def _truncate(tokenizer, q: Question, system: str, limit: int) -> tuple[list[int
 
 def _save_ids(path: Path, ids: list[int]) -> str:
     arr = np.asarray(ids, dtype=np.int32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
+    atomic_write_npy(path, arr)
     return hashlib.sha256(arr.tobytes()).hexdigest()
-
-
-def load_prompt_ids(run_dir: RunDir, record: dict) -> list[int]:
-    """Token ids of one prepared prompt, checked against the sha256 in questions.jsonl."""
-    path = run_dir.path / record["prompt_file"]
-    arr = np.load(path)
-    if hashlib.sha256(arr.astype(np.int32).tobytes()).hexdigest() != record["prompt_sha256"]:
-        raise RuntimeError(f"{path}: token ids do not match questions.jsonl (sha256 differs)")
-    return arr.tolist()
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -150,13 +136,3 @@ def prepare(cfg: Config, run_dir: RunDir, log=print) -> list[dict]:
         + (f"; {n_cut} truncated" if n_cut else "")
     )
     return records
-
-
-def load_prepared(run_dir: RunDir) -> list[dict]:
-    read = read_jsonl(run_dir.questions_file)
-    if not run_dir.questions_file.exists():
-        raise FileNotFoundError(f"{run_dir.questions_file}: missing; run `lcr plan` first")
-    if read.bad_lines:
-        line, why = read.bad_lines[0]
-        raise ValueError(f"{run_dir.questions_file}:{line}: {why}")
-    return read.records

@@ -10,11 +10,10 @@ marked rough, and get no error bar in the figure.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from lcr.io import durable_path
 from lcr.provenance import setup_markdown
 from lcr.stats import LENGTH_BUCKETS, ROUGH_SETS
 
@@ -208,14 +207,9 @@ def render_png(r: dict, path: Path) -> None:
                  f"bars: {level} cluster t intervals over document sets; none (pale bar) for "
                  f"rows of fewer than {ROUGH_SETS} sets", fontsize=9)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with durable_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
     finally:
         plt.close(fig)
 

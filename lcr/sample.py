@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 
 from lcr.cache import build_once, cache_dir
-from lcr.data import REQUIRED_COLUMNS
 
 SAMPLE_VERSION = "v2"
 CATEGORIES = [
@@ -40,7 +39,9 @@ SETS = [
     (6, 1, 4, 2600),  # too long for the tiny model's 4096-token window
 ]
 MOJIBAKE_NAME = "Investor’s Letter 2023.txt"  # stored with UTF-8 bytes but no UTF-8 flag
-CSV_COLUMNS = [*REQUIRED_COLUMNS, "data_source_urls", "input_tokens"]
+# The columns of AA-LCR_Dataset.csv, in its order (lcr.data reads them by name).
+CSV_COLUMNS = ["document_category", "document_set_id", "question_id", "question", "answer",
+               "data_source_filenames", "data_source_urls", "input_tokens"]
 METRICS = ["revenue", "headcount", "margin", "backlog", "capex", "churn", "output", "budget"]
 
 

@@ -60,7 +60,7 @@ def test_shard_generates_every_unit_once_with_prefix_hits(planned_demo, tmp_path
                       "cached_tokens", "output_tokens", "finish_reason", "elapsed_s", "model",
                       "shard"):
             assert field in r
-    done = json.loads(rd.generate_done(spec["index"]).read_text())
+    done = json.loads(rd.generate_marker(spec["index"]).read_text())
     assert done["records"] == len(spec["units"]) and "sha256" in done and "elapsed_s" in done
     # a second run finds the shard done and does nothing
     assert run_shard(rd.path, spec["index"], engine_factory=_factory(engine)) == done
@@ -131,7 +131,7 @@ def test_sigkill_mid_shard_then_rerun_loses_nothing(planned_demo, tmp_path, engi
     spec = max(plan["shards"], key=lambda s: len(s["document_sets"]))
     rd = RunDir(copy_run(src.path, tmp_path))
     _set_debug(rd, unit_delay_s=1.0)
-    proc = subprocess.Popen([sys.executable, "-m", "lcr.generate", str(rd.path), "--shard",
+    proc = subprocess.Popen([sys.executable, "-m", "lcr.cli", "generate", str(rd.path), "--shard",
                              str(spec["index"])], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=dict(os.environ))
     path = rd.generate_file(spec["index"])
@@ -145,7 +145,7 @@ def test_sigkill_mid_shard_then_rerun_loses_nothing(planned_demo, tmp_path, engi
     before = read_jsonl(path).records
     assert sum(r["status"] == "ok" for r in before) >= 1, "kill landed before generation"
     assert len(before) < len(spec["units"]), "kill landed after the shard's run"
-    assert not rd.generate_done(spec["index"]).exists()
+    assert not rd.generate_marker(spec["index"]).exists()
     _set_debug(rd, unit_delay_s=0.0)
     run_shard(rd.path, spec["index"], engine_factory=_factory(engine))
     after = read_jsonl(path).records
@@ -167,7 +167,7 @@ def test_two_replicas_split_a_shard_exactly(planned_demo, tmp_path):
     assert per_part[0] | per_part[1] == {u["key"] for u in spec["units"]}
     sets = [{r["document_set_id"] for r in read_jsonl(p).records} for p in parts]
     assert not sets[0] & sets[1]  # whole document sets per replica
-    assert info["records"] == len(spec["units"]) and rd.generate_done(spec["index"]).exists()
+    assert info["records"] == len(spec["units"]) and rd.generate_marker(spec["index"]).exists()
 
 
 def test_tiny_model_answers_a_chat_call(engine, planned_demo):
@@ -182,13 +182,12 @@ class Watch:
     """The real engine, reporting a smaller KV cache, recording which sets are in flight."""
 
     def __init__(self, engine, rd: RunDir, kv_tokens: int):
-        from lcr.prepare import load_prepared, load_prompt_ids
 
         self.engine, self.kv_tokens = engine, kv_tokens
         self.set_of = {}
-        for q in load_prepared(rd):
+        for q in rd.load_questions():
             if q["status"] == "ok":
-                self.set_of[tuple(load_prompt_ids(rd, q)[:100])] = q["document_set_id"]
+                self.set_of[tuple(rd.prompt_ids(q)[:100])] = q["document_set_id"]
         self.live: dict[str, str] = {}
         self.windows: list[set] = []
 
@@ -250,7 +249,6 @@ def test_kv_capacity_is_read_from_the_engine(engine, planned_demo):
 def _footprints(planned_demo, block: int) -> list[int]:
     """KV blocks of each set of the demo's largest shard, largest first."""
     from lcr.feed import make_group
-    from lcr.prepare import load_prompt_ids
 
     cfg, rd, _, questions = planned_demo
     qinfo = {q["question_id"]: q for q in questions}
@@ -261,7 +259,7 @@ def _footprints(planned_demo, block: int) -> list[int]:
                  and qinfo[u["question_id"]]["status"] == "ok"]
         if not units:
             continue
-        ids = [load_prompt_ids(rd, qinfo[u["question_id"]]) for u in units]
+        ids = [rd.prompt_ids(qinfo[u["question_id"]]) for u in units]
         g = make_group(set_id, units, ids, [cfg.sampling.max_new_tokens] * len(units))
         out.append(g.demand.footprint(block))
     return sorted(out, reverse=True)

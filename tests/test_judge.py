@@ -6,6 +6,7 @@ import json
 import pytest
 from test_merge import gen_record, generate_all, make_run, merged_run, write_lines
 
+from lcr.cli import main as cli_main
 from lcr.config import ConfigError
 from lcr.io import read_jsonl, sha256_text
 from lcr.judge import (
@@ -15,12 +16,9 @@ from lcr.judge import (
     judge_config,
     judge_run,
     judge_shard,
-    run_judge_cli,
-    shard_units,
 )
 from lcr.merge import merge_run
-from lcr.plan import plan_units
-from lcr.rundir import RunDir
+from lcr.rundir import RunDir, RunDirError, judge_shard_units, plan_units
 from lcr.verdict import exact_verdict, parse_verdict
 
 C, I, X = "CORRECT", "INCORRECT", "INVALID"
@@ -339,7 +337,7 @@ def test_shard_resumes_from_half_a_file(tmp_path):
     info = judge_shard(rd.path, 0, backend=backend)
     assert backend.calls == len(merged) - len(half)
     assert info["records"] == len(merged)
-    assert rd.judge_done(0).exists()
+    assert rd.judge_marker(0).exists()
     finalize_verdicts(rd.path)
     verdicts = read_jsonl(rd.verdicts_file()).records
     assert sorted(v["key"] for v in verdicts) == sorted(u["key"] for u in merged)
@@ -356,17 +354,17 @@ def test_judge_shards_split_and_finalize_waits(tmp_path):
     rd, _, _ = exact_run(tmp_path, n_questions=7, seeds=(0, 1))
     overrides = ["judge.shards=3"]
     merged = read_jsonl(rd.merged_file).records
-    parts = [shard_units(merged, k, 3) for k in range(3)]
+    parts = [judge_shard_units(merged, k, 3) for k in range(3)]
     assert sorted(u["key"] for p in parts for u in p) == sorted(u["key"] for u in merged)
     assert [len(p) for p in parts] == [5, 5, 4]  # the remainder is not dropped
     judge_shard(rd.path, 0, overrides=overrides)
     judge_shard(rd.path, 2, overrides=overrides)
     with pytest.raises(JudgeError, match=r"not done: \[1\]"):
         finalize_verdicts(rd.path, overrides=overrides)
-    assert run_judge_cli(rd.path, [], finalize=True) == 1  # settings.json remembers 3 shards
+    assert cli_main(["judge", str(rd.path), "--finalize"]) == 1  # settings.json remembers 3 shards
     assert not rd.verdicts_file().exists()
-    assert run_judge_cli(rd.path, [], shard=1) == 0
-    assert run_judge_cli(rd.path, [], finalize=True) == 0
+    assert cli_main(["judge", str(rd.path), "--shard", "1"]) == 0
+    assert cli_main(["judge", str(rd.path), "--finalize"]) == 0
     verdicts = read_jsonl(rd.verdicts_file()).records
     assert [v["key"] for v in verdicts] == [u["key"] for u in merged]
     assert {v["shard"] for v in verdicts} == {0, 1, 2}
@@ -399,16 +397,16 @@ def test_judge_needs_a_complete_merge(tmp_path):
     rd, cfg, plan = make_run(tmp_path, backend="exact")
     generate_all(rd, cfg, plan, skip={plan_units(plan)[0]["key"]})
     merge_run(rd.path)
-    with pytest.raises(JudgeError, match="lcr merge"):
+    with pytest.raises(RunDirError, match="lcr merge"):
         judge_shard(rd.path, 0)
-    assert run_judge_cli(rd.path, []) == 1
+    assert cli_main(["judge", str(rd.path)]) == 2  # an input is missing (README: exit codes)
 
 
 def test_merged_file_changed_after_done(tmp_path):
     rd, _, _ = exact_run(tmp_path)
     with open(rd.merged_file, "a") as f:
         f.write("\n")
-    with pytest.raises(JudgeError, match="sha256 differs"):
+    with pytest.raises(RunDirError, match="sha256 differs"):
         judge_run(rd.path)
 
 
@@ -432,7 +430,7 @@ def test_out_folder_keeps_its_judge(tmp_path):
     finalize_verdicts(rd.path, out="x")
     with pytest.raises(ConfigError, match="another --out"):
         judge_shard(rd.path, 0, out="x", overrides=["judge.shards=3"])
-    with pytest.raises(ConfigError, match="only judge"):
+    with pytest.raises(ConfigError, match="model.path is fixed once .* is planned"):
         judge_run(rd.path, overrides=["model.path=other"])
     with pytest.raises(ConfigError, match="unknown key"):
         judge_run(rd.path, overrides=["judge.modle=x"])
@@ -441,13 +439,11 @@ def test_out_folder_keeps_its_judge(tmp_path):
 
 
 def test_cli_main(tmp_path, capsys):
-    from lcr.judge import main
-
     rd, _, _ = exact_run(tmp_path)
-    assert main([str(rd.path), "--set", "judge.shards=2", "--shard", "0"]) == 0
-    assert main([str(rd.path), "--finalize"]) == 1
+    assert cli_main(["judge", str(rd.path), "--set", "judge.shards=2", "--shard", "0"]) == 0
+    assert cli_main(["judge", str(rd.path), "--finalize"]) == 1
     assert "not done: [1]" in capsys.readouterr().err
-    assert main([str(rd.path)]) == 0  # the whole stage: the missing shard, then finalize
+    assert cli_main(["judge", str(rd.path)]) == 0  # missing shard, then finalize
     assert len(read_jsonl(RunDir(rd.path).verdicts_file()).records) == 6
 
 
@@ -498,9 +494,9 @@ def test_folders_judged_before_the_prompt_role_existed_stay_done(tmp_path):
         recs = read_jsonl(path).records
         assert recs and all(r.pop("judge_prompt_role") == "user" for r in recs)
         path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    done = json.loads(rd.judge_done(0).read_text())
+    done = json.loads(rd.judge_marker(0).read_text())
     assert done.pop("judge_prompt_role") == "user"
-    rd.judge_done(0).write_text(json.dumps(done))
+    rd.judge_marker(0).write_text(json.dumps(done))
     settings = json.loads((rd.judge_dir() / "settings.json").read_text())
     assert settings["judge"].pop("prompt_role") == "user"
     (rd.judge_dir() / "settings.json").write_text(json.dumps(settings))

@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 from test_merge import gen_record, generate_all, make_run, merged_run, write_lines
 
+from lcr.cli import main as cli_main
 from lcr.io import read_jsonl
 from lcr.judge import (
     EndpointError,
@@ -29,10 +30,9 @@ from lcr.judge import (
     judge_run,
     judge_shard,
     make_backend,
-    run_judge_cli,
 )
 from lcr.merge import merge_run
-from lcr.plan import plan_units
+from lcr.rundir import plan_units
 from lcr.tinymodel import tiny_model
 
 pytestmark = pytest.mark.vllm
@@ -73,9 +73,9 @@ def test_endpoint_down_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert f"http://127.0.0.1:{port}/v1/chat/completions" in msg
     assert "refused" in msg.lower() and "3 attempts" in msg and KEY_ENV in msg
     assert time.time() - t0 < 5  # one probe request, not a whole shard of retries
-    assert not rd.judge_done(0).exists()
+    assert not rd.judge_marker(0).exists()
     assert read_jsonl(rd.judge_file(0)).records == []  # no file of INVALIDs
-    assert run_judge_cli(rd.path, []) == 1
+    assert cli_main(["judge", str(rd.path)]) == 1
     captured = capsys.readouterr()
     assert "refused" in captured.err.lower()
     assert_no_key(msg, captured.out, captured.err, folder=rd.path)
@@ -184,7 +184,7 @@ def test_openai_backend_real_server(tmp_path, server, monkeypatch, capfd):
                              **openai_settings(server.url, max_retries=2, backoff_s=0.05))
     with pytest.raises(EndpointError, match="HTTP 401"):
         judge_run(other.path)
-    assert not other.judge_done(0).exists()
+    assert not other.judge_marker(0).exists()
     captured = capfd.readouterr()
     assert_no_key(captured.out, captured.err, folder=tmp_path)
 

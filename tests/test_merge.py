@@ -5,12 +5,13 @@ import json
 import subprocess
 import sys
 
+from lcr.cli import main as cli_main
 from lcr.config import Config
-from lcr.generate import units_sha
 from lcr.io import atomic_write_json, atomic_write_jsonl, read_jsonl, write_done
-from lcr.merge import merge_run, run_merge_cli
-from lcr.plan import make_plan, plan_units
-from lcr.rundir import RunDir, config_toml
+from lcr.merge import merge_run
+from lcr.plan import make_plan
+from lcr.rundir import RunDir, config_toml, plan_units
+from lcr.rundir import keys_sha as units_sha
 
 
 def make_run(tmp_path, n_questions=6, n_sets=3, seeds=(0,), shards=2, name="run", **judge):
@@ -58,7 +59,7 @@ def write_lines(path, records, tail=""):
 
 
 def mark_done(rd, spec):
-    write_done(rd.generate_done(spec["index"]),
+    write_done(rd.generate_marker(spec["index"]),
                {"records": len(spec["units"]), "units_sha256": units_sha(spec["units"])})
 
 
@@ -95,7 +96,7 @@ def test_complete_run_in_plan_order(tmp_path):
     assert done["records"] == len(merged) == 6
     assert done["missing"] == 0 and done["duplicates"] == 0 and done["conflicts"] == 0
     assert done["sha256"] == hashlib.sha256(rd.merged_file.read_bytes()).hexdigest()
-    assert run_merge_cli(rd.path) == 0
+    assert cli_main(["merge", str(rd.path)]) == 0
 
 
 def test_torn_and_invalid_lines_are_skipped_and_reported(tmp_path):
@@ -194,11 +195,11 @@ def test_missing_unit_and_undone_shard(tmp_path):
     assert result.records == len(plan_units(plan)) - 1
     assert not rd.merged_done.exists()
     assert len(read_jsonl(rd.merged_file).records) == result.records  # what it has
-    assert run_merge_cli(rd.path) != 0
+    assert cli_main(["merge", str(rd.path)]) != 0
     # the shard finishes: now complete
     write_lines(rd.generate_file(1), [gen_record(lost, cfg, 1)])
     mark_done(rd, spec1)
-    assert run_merge_cli(rd.path) == 0 and rd.merged_done.exists()
+    assert cli_main(["merge", str(rd.path)]) == 0 and rd.merged_done.exists()
 
 
 def test_stale_done_marker_is_removed_when_plan_grows(tmp_path):
@@ -231,7 +232,7 @@ def test_cli_exit_status_lists_missing(tmp_path):
     rd, cfg, plan = make_run(tmp_path)
     lost = plan_units(plan)[2]["key"]
     generate_all(rd, cfg, plan, skip={lost})
-    proc = subprocess.run([sys.executable, "-m", "lcr.merge", str(rd.path)],
+    proc = subprocess.run([sys.executable, "-m", "lcr.cli", "merge", str(rd.path)],
                           capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode != 0
-    assert lost in proc.stderr and "INCOMPLETE" in proc.stderr
+    assert proc.returncode == 1  # a stage that ran and did not finish (README: exit codes)
+    assert lost in proc.stdout and "INCOMPLETE" in proc.stdout

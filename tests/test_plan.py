@@ -8,7 +8,8 @@ from helpers import demo_config
 
 from lcr.config import Config, ConfigError
 from lcr.cost import units_cost
-from lcr.plan import assign, check_plan, make_plan, make_units, plan_run, plan_units
+from lcr.plan import assign, check_plan, make_plan, make_units, plan_run
+from lcr.rundir import plan_units
 from lcr.shape import aalcr_shaped
 
 

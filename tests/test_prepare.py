@@ -4,7 +4,7 @@ import numpy as np
 from helpers import demo_config
 
 from lcr.plan import plan_run
-from lcr.prepare import chat_ids, load_prompt_ids, load_tokenizer
+from lcr.prepare import chat_ids, load_tokenizer
 from lcr.prompts import candidate_messages
 
 
@@ -19,7 +19,7 @@ def test_counts_match_the_chat_template(planned_demo):
         ids = chat_ids(tok, candidate_messages(q.documents, q.question))
         assert rec["prompt_tokens"] == len(ids)
         if rec["status"] == "ok":
-            assert load_prompt_ids(run_dir, rec) == ids
+            assert run_dir.prompt_ids(rec) == ids
             assert ids[0] == tok.bos_token_id
 
 

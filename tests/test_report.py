@@ -21,7 +21,7 @@ from lcr.report import (
     run_compare,
     run_report,
 )
-from lcr.rundir import RunDir, config_toml
+from lcr.rundir import RunDir, RunDirError, config_toml
 from lcr.stats import cluster_bootstrap
 
 CATEGORIES = ["legal", "finance", "academia", "government", "marketing"]
@@ -128,9 +128,9 @@ def test_report_interval_is_the_t_interval_with_the_seeded_bootstrap_beside_it(t
 
 def test_missing_verdicts_names_the_file_and_the_fix(tmp_path):
     run = make_run(tmp_path, "r", None)
-    with pytest.raises(ReportError, match=r"verdicts\.jsonl: no such file.*lcr judge"):
+    with pytest.raises(RunDirError, match=r"verdicts\.jsonl: no such file.*lcr judge"):
         run_report([run])
-    with pytest.raises(ReportError, match=r"verdicts-strict\.jsonl.*--out strict"):
+    with pytest.raises(RunDirError, match=r"verdicts-strict\.jsonl.*--out strict"):
         run_report([run], out="strict")
 
 
@@ -144,15 +144,15 @@ def test_torn_or_duplicated_verdicts_are_errors(tmp_path):
     run = make_run(tmp_path, "torn", recs)
     with open(run / "verdicts.jsonl", "a") as f:
         f.write('{"key": "q1')
-    with pytest.raises(ReportError, match="unreadable line"):
+    with pytest.raises(RunDirError, match="unreadable line"):
         run_report([run])
     run = make_run(tmp_path, "dup", recs + recs[:1])
-    with pytest.raises(ReportError, match="appears twice"):
+    with pytest.raises(RunDirError, match="appears twice"):
         run_report([run])
     bad = [dict(r) for r in recs]
     del bad[5]["document_set_id"]
     run = make_run(tmp_path, "missing", bad)
-    with pytest.raises(ReportError, match="record 6 lacks document_set_id"):
+    with pytest.raises(RunDirError, match="record 6 lacks document_set_id"):
         run_report([run])
 
 

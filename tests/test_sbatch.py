@@ -54,6 +54,6 @@ def test_plain_scripts_parse_and_demand_a_run_dir(script):
     ("12_[0-1,5%2]", ["12_0", "12_1", "12_5"]),
 ])
 def test_pending_array_lines_expand_to_task_ids(jid, expanded):
-    from lcr.slurm import _expand_array
+    from lcr.status import expand_array
 
-    assert _expand_array(jid) == expanded
+    assert expand_array(jid) == expanded

@@ -1,0 +1,159 @@
+"""What is done, running or failed: read from the run directory first, Slurm (sacct) second.
+
+    lcr status shards/llama31-8b-aalcr
+
+Finished work is read from each stage's outputs (done markers that vouch for their units),
+never from Slurm's memory; Slurm's states only say why something is not done. When Slurm does
+not answer, the table still comes from the files, with a note saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+from lcr.config import Config
+from lcr.io import read_jsonl
+from lcr.rundir import RunDir, RunDirError
+from lcr.stages import STAGES
+
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+FAILED = {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+          "DEADLINE", "COMPLETED"}  # COMPLETED without a done marker is a failure too
+
+
+def why_failed(e: BaseException, what: str) -> str:
+    """One line saying why a Slurm command failed."""
+    if isinstance(e, subprocess.TimeoutExpired):
+        return f"{what} did not answer within {e.timeout:.0f} s"
+    if isinstance(e, subprocess.CalledProcessError):
+        err = e.stderr or e.stdout or ""
+        err = err.decode(errors="replace") if isinstance(err, bytes) else err
+        lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+        return f"{what} failed: {lines[-1] if lines else f'exit code {e.returncode}'}"
+    return f"{what} failed: {e}"
+
+
+def slurm_states(job_ids: list[str], problems: list[str] | None = None) -> dict[str, str]:
+    """{job id: state} from sacct (empty when Slurm is not reachable; `problems` says why)."""
+    ids = [j for j in job_ids if j]
+    if not ids:
+        return {}
+    if shutil.which("sacct") is None:
+        if problems is not None:
+            problems.append("sacct is not on PATH")
+        return {}
+    # Ask by job (array) id: sacct does not find a task id such as 12_1 of an array that was
+    # cancelled before it started, only its master line 12_[0-1].
+    masters = sorted({j.split("_")[0] for j in ids})
+    try:
+        res = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(masters)],
+            capture_output=True, text=True, timeout=30, check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        if problems is not None:
+            problems.append(why_failed(e, "sacct"))
+        return {}
+    states = {}
+    for line in res.stdout.splitlines():
+        if "|" in line:
+            jid, state = line.split("|", 1)
+            state = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
+            for one in expand_array(jid.strip()):
+                states[one] = state
+    return states
+
+
+def expand_array(jid: str) -> list[str]:
+    """'12_[0-2,5%4]' (a pending array) -> ['12_0', '12_1', '12_2', '12_5']."""
+    if "_[" not in jid:
+        return [jid]
+    base, spec = jid.split("_[", 1)
+    out = []
+    for part in spec.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            out += [f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+def latest_jobs(rd: RunDir, out: str = "") -> dict[str, dict[str, str]]:
+    """{stage: {shard: latest job id}} from jobs.json (judge and report of output `out`)."""
+    if not rd.jobs_file.exists():
+        return {}
+    try:
+        submissions = json.loads(rd.jobs_file.read_text())["submissions"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunDirError(f"{rd.jobs_file}: damaged ({type(e).__name__}: {e}); it only lists "
+                          f"job ids: move it aside and `lcr status {rd.path}` answers from the "
+                          "files") from None
+    jobs: dict[str, dict[str, str]] = {}
+    for entry in submissions:
+        if entry["stage"] in ("judge", "report") and entry.get("out", "") != out:
+            continue
+        jobs.setdefault(entry["stage"], {}).update(entry["jobs"])
+    return jobs
+
+
+def shard_state(done: bool, records: str, slurm_state: str | None) -> str:
+    if done:
+        return "done"
+    if slurm_state:
+        s = slurm_state.upper()
+        if s in ("PENDING", "REQUEUED"):
+            return "pending"
+        if s in ("RUNNING", "CONFIGURING", "COMPLETING"):
+            return "running"
+        if s.startswith("CANCELLED"):
+            return "cancelled"
+        if s in FAILED:
+            return "failed"
+    return "partial" if records not in ("-", "") and not records.startswith("0/") else "missing"
+
+
+def status_rows(rd: RunDir, cfg: Config, out: str = "") -> tuple[list[tuple], list[str]]:
+    """(stage, shard, state, records, job) per stage and shard, and why Slurm did not answer."""
+    jobs = latest_jobs(rd, out)
+    problems: list[str] = []
+    states = slurm_states([j for stage in jobs.values() for j in stage.values()], problems)
+    rows = []
+    for stage in STAGES:
+        for k in stage.shards(rd, cfg):
+            job = jobs.get(stage.name, {}).get(str(k), "")
+            records = stage.records(rd, k, out)
+            state = shard_state(stage.done(rd, cfg, k, out), records, states.get(job))
+            rows.append((stage.name, k if stage.array else "-", state, records, job))
+    return rows, problems
+
+
+def status_table(rd: RunDir, cfg: Config, out: str = "") -> str:
+    rows, problems = status_rows(rd, cfg, out)
+    lines = [f"{'stage':<9}{'shard':>5}  {'state':<10}{'records':>9}  job"]
+    lines += [f"{stage:<9}{k!s:>5}  {state:<10}{recs!s:>9}  {job}"
+              for stage, k, state, recs, job in rows]
+    lines.append(generation_progress(rd))
+    if problems:
+        lines.append(f"note: Slurm did not answer ({problems[0]}); states come from the run "
+                     "directory's files only")
+    return "\n".join(lines)
+
+
+def generation_progress(rd: RunDir) -> str:
+    """Units generated so far, and an ETA at the rate so far."""
+    plan = rd.load_plan()
+    total = sum(len(s["units"]) for s in plan["shards"])
+    done, first = 0, float("inf")
+    for spec in plan["shards"]:
+        if rd.generate_done(spec):
+            done += len(spec["units"])
+            continue
+        recs = [r for p in rd.generate_files(spec["index"]) for r in read_jsonl(p).records]
+        done += min(len(recs), len(spec["units"]))
+        first = min([first, *(r.get("time", first) for r in recs)])
+    if 0 < done < total and first < float("inf"):
+        eta = (time.time() - first) / done * (total - done)
+        return f"generation: {done}/{total} units; ETA ~{eta / 60:.1f} min at the rate so far"
+    return f"generation: {done}/{total} units"

@@ -1,0 +1,90 @@
+"""The one CLI: every command's --help, the exit-code policy, the export, the override table."""
+
+import json
+import os
+
+import pytest
+from helpers import DEMO, REPO
+from test_merge import generate_all, make_run, merged_run
+
+from lcr.cli import _parser, describe, main
+from lcr.io import locked
+from lcr.rundir import RunDir
+
+COMMANDS = ["plan", "submit", "status", "rerun", "generate", "merge", "judge", "report",
+            "compare", "export", "bench", "demo", "coverage"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_works_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "--set" in capsys.readouterr().out
+
+
+def test_plan_help_shows_every_key_with_its_meaning():
+    text = describe()
+    assert "[sampling]" in text and "temperature = 0.0  # 0 = greedy" in text
+    assert 'executor = "slurm"  # "slurm", or "local"' in text
+    assert "max_new_tokens = 2048  # output budget per unit" in text
+    assert "plan" in _parser().format_help()
+
+
+def test_exit_codes_follow_one_policy(tmp_path, capsys):
+    # 2: the configuration or an input is wrong
+    assert main(["plan", str(DEMO), "--set", "sampling.temprature=1"]) == 2
+    assert main(["status", str(tmp_path / "nowhere")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    # 1: a stage ran and did not finish (the merge lists what is missing)
+    rd, cfg, plan = make_run(tmp_path)
+    generate_all(rd, cfg, plan, skip={plan["shards"][0]["units"][0]["key"]})
+    assert main(["merge", str(rd.path)]) == 1
+    assert "INCOMPLETE" in capsys.readouterr().out
+    # 3: a lock is held (someone submits for this run right now)
+    lock = rd.path.parent / f".{rd.path.name}.submit.lock"
+    with locked(lock, "held{holder}"):
+        assert main(["rerun", str(rd.path), "--dry-run"]) == 3
+    assert f"pid {os.getpid()}" in capsys.readouterr().err
+
+
+def test_only_what_may_change_can_change_on_a_planned_run(tmp_path, capsys):
+    rd, _, _ = make_run(tmp_path)
+    assert main(["rerun", str(rd.path), "--dry-run", "--set", "sampling.temperature=0.7"]) == 2
+    err = capsys.readouterr().err
+    assert "sampling.temperature is fixed once" in err and "slurm.*" in err
+    assert main(["status", str(rd.path), "--set", "engine.max_model_len=8192"]) == 2
+    assert main(["rerun", str(rd.path), "--dry-run", "--set", "slurm.time=30",
+                 "--set", "engine.max_num_seqs=32"]) == 0
+
+
+def test_multi_node_engines_are_refused(capsys):
+    assert main(["plan", str(DEMO), "--set", "slurm.nodes=2"]) == 2
+    assert "slurm.nodes = 2" in capsys.readouterr().err
+
+
+def test_export_writes_a_table_that_datasets_opens(tmp_path, capsys):
+    import datasets
+
+    rd, _, _ = merged_run(tmp_path, backend="exact", seeds=(0, 1))
+    assert main(["judge", str(rd.path)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(rd.path)]) == 0
+    path = RunDir(rd.path).path / "answers.parquet"
+    assert f"wrote {path}" in capsys.readouterr().out
+    table = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    verdicts = [json.loads(line) for line in rd.verdicts_file().read_text().splitlines()]
+    assert table.num_rows == len(verdicts) == 12
+    row = table[0]
+    assert row["key"] == verdicts[0]["key"] and row["verdict"] == verdicts[0]["verdict"]
+    assert row["question"].startswith("How many") and row["answer"] and row["seed"] in (0, 1)
+    for column in ("question", "document_category", "seed", "answer", "verdict", "reason",
+                   "prompt_tokens", "output_tokens", "official_answer"):
+        assert column in table.column_names
+    assert main(["export", str(rd.path), "--out", "nothing"]) == 2  # no such verdicts
+
+
+def test_sbatch_scripts_call_the_one_cli():
+    for script in (REPO / "sbatch").glob("*.sbatch"):
+        text = script.read_text()
+        assert "-m lcr.cli " in text and "-m lcr.generate" not in text, script.name
