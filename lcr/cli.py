@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import sys
 
 from lcr.config import Config, ConfigError
@@ -219,6 +220,10 @@ def _rerun(args) -> int:
     from lcr.rundir import config_toml
 
     rd, cfg = _planned(args)
+    if any(o.startswith("judge.") for o in args.overrides):
+        from lcr.judge import judge_config
+
+        judge_config(rd, args.overrides)  # refuses what the judged folder cannot take
     with slurm.chain_lock(rd):
         if args.dry_run:
             slurm.queue(cfg, rd, "", verb="rerun", dry_run=True)
@@ -286,7 +291,9 @@ def _submit_stages(args, stages: dict, out: str = "") -> int:
 def _report(args) -> int:
     from lcr.report import run_report
 
-    print(run_report(args.run_dirs, force=args.force, out=args.out))
+    paths: list = []
+    print(run_report(args.run_dirs, force=args.force, out=args.out, where=paths))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -355,9 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return HANDLERS[args.command](args)
     except KeyboardInterrupt:
-        print(f"lcr {args.command}: interrupted; what was written is kept (`lcr status RUN` "
-              "shows it; Slurm jobs already queued keep running)", file=sys.stderr)
+        print(f"lcr {args.command}: interrupted; what was written is kept. Slurm jobs already "
+              "queued keep running: `lcr status RUN` shows them, `scancel` with the ids in "
+              "RUN/jobs.json stops them", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lcr status RUN | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         code = exit_code(e)
         if code is None:

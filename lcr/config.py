@@ -344,6 +344,16 @@ def validate(cfg: Config) -> None:
     bs = cfg.engine.batch_sets
     if bs != "auto" and not (isinstance(bs, int) and bs >= 1):
         raise ConfigError(f"engine.batch_sets = {bs!r}; expected \"auto\" or a whole number >= 1")
+    s = cfg.sampling
+    if s.temperature < 0:
+        raise ConfigError(f"sampling.temperature = {s.temperature}; must be 0 (greedy) or more")
+    if not 0 < s.top_p <= 1:
+        raise ConfigError(f"sampling.top_p = {s.top_p}; must be in (0, 1]")
+    if s.top_k == 0 or s.top_k < -1:
+        raise ConfigError(f"sampling.top_k = {s.top_k}; -1 (off) or at least 1")
+    if s.max_new_tokens >= cfg.engine.max_model_len:
+        raise ConfigError(f"sampling.max_new_tokens = {s.max_new_tokens} leaves no room for a "
+                          f"prompt in engine.max_model_len = {cfg.engine.max_model_len}")
     if not 0 < cfg.report.ci_level < 1:
         raise ConfigError(f"report.ci_level = {cfg.report.ci_level}; must be between 0 and 1")
 
@@ -387,6 +397,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder; give a job file, e.g. jobs/demo.toml"
+                              ) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         apply_values(cfg, data, str(path))

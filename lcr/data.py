@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import os
+import sys
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
@@ -67,7 +69,15 @@ def read_csv(path: Path) -> list[dict]:
     """Rows of the dataset CSV; a missing column or malformed row names the file and line."""
     if not path.is_file():
         raise DataError(f"{path}: dataset CSV not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset "
+                        f"{e.start}); save the CSV as UTF-8 and run again") from None
+    csv.field_size_limit(1 << 30)  # a long answer or question is legal data, not an attack
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -187,7 +197,7 @@ def load_snapshot(folder: str | Path, limit: int = 0) -> list[Question]:
         paths = resolve_documents(row, index, csv_path)
         for p in paths:
             if p not in texts:
-                texts[p] = p.read_text(encoding="utf-8", errors="replace")
+                texts[p] = read_document(p)
         tokens = (row.get("input_tokens") or "").strip()
         questions.append(Question(
             question_id=row["question_id"].strip(),
@@ -204,14 +214,40 @@ def load_snapshot(folder: str | Path, limit: int = 0) -> list[Question]:
     return questions
 
 
+def read_document(path: Path) -> str:
+    """A document's text; bytes that are not UTF-8 become U+FFFD, with a warning that names
+    the file and how many there were (the prompt differs from the official one there)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        bad = text.count("\ufffd") - raw.count("\ufffd".encode())
+        print(f"warning: {path}: {bad} byte sequence(s) are not UTF-8 and were replaced by "
+              "U+FFFD", file=sys.stderr, flush=True)
+        return text
+
+
+OFFLINE_HELP = (
+    "; without network, point lcr at a local copy: data.source = \"local\" and data.path = a "
+    "folder holding AA-LCR_Dataset.csv and extracted_text/AA-LCR_extracted-text.zip (or put "
+    "the files in the Hugging Face cache and set HF_HUB_OFFLINE=1); the gated model's "
+    "tokenizer is needed too (model.tokenizer = a local folder)")
+
+
 def hub_snapshot(repo: str, revision: str) -> Path:
     """Download (or find in HF_HOME's cache) the two dataset files at a pinned revision."""
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(
-        repo_id=repo, repo_type="dataset", revision=revision,
-        allow_patterns=[CSV_NAME, ZIP_NAME], token=os.environ.get("HF_TOKEN") or None,
-    ))
+    try:
+        return Path(snapshot_download(
+            repo_id=repo, repo_type="dataset", revision=revision,
+            allow_patterns=[CSV_NAME, ZIP_NAME], token=os.environ.get("HF_TOKEN") or None,
+        ))
+    except Exception as e:  # offline, gated, unknown revision: huggingface_hub's many errors
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot get {repo} at revision {revision} from the Hugging Face hub "
+                        f"({type(e).__name__}: {reason[:200]}){OFFLINE_HELP}") from None
 
 
 def snapshot_path(data) -> Path:

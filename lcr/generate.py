@@ -24,7 +24,7 @@ from lcr.config import Config
 from lcr.cost import replica_parts
 from lcr.feed import feed, make_group
 from lcr.io import ShardWriter, StorageError, read_done, sha256_file, write_done
-from lcr.rundir import RunDir, keys_sha
+from lcr.rundir import RunDir, keys_sha, prompt_id, prompts_sha, quoted
 from lcr.window import Capacity
 
 
@@ -84,6 +84,7 @@ def _record(u: dict, q: dict, cfg: Config, shard: int, part, run_hash: str, **fi
         "shard": shard,
         "part": part,
         "run_hash": run_hash,
+        "prompt_id": prompt_id(q),  # the prompt it was made from (a changed question: redo)
         "time": round(time.time(), 3),
     }
     rec.update(fields)
@@ -143,6 +144,7 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
             records=len(mine),
             sha256=sha256_file(out),
             units_sha256=keys_sha(units),
+            prompts_sha256=prompts_sha(units, {k: prompt_id(q) for k, q in qinfo.items()}),
             n_ok=sum(r["status"] == "ok" for r in mine),
             n_too_long=sum(r["status"] == "too_long" for r in mine),
             n_error=sum(r["status"] == "error" for r in mine),
@@ -227,7 +229,7 @@ def run_shard(run_dir: str | Path, shard: int, part: int | None = None,
         kept = len(rd.generation_records(shard, rd.run_hash()))
         raise StorageError(e.path, e.action, e, (
             f"; the {kept} record(s) already written are kept; free space (or make "
-            f"{e.path.parent} writable) and run `lcr rerun {rd.path}`")) from e
+            f"{e.path.parent} writable) and run `lcr rerun {quoted(rd.path)}`")) from e
     return info
 
 
@@ -250,6 +252,7 @@ def _run_replicas(rd: RunDir, cfg: Config, spec: dict, replicas: int) -> dict:
     info = {
         "records": sum(i.get("records", 0) for i in infos),
         "units_sha256": keys_sha(spec["units"]),
+        "prompts_sha256": prompts_sha(spec["units"], rd.prompt_id_map()),
         "parts": infos,
         "elapsed_s": max(i.get("elapsed_s", 0) for i in infos),
     }

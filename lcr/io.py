@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -206,17 +207,28 @@ class _Lock:
     def __init__(self, path: Path, message: str):
         self.path, self.message, self.fd = path, message, None
 
-    def acquire(self) -> None:
+    def acquire(self, wait_s: float = 0.0) -> None:
+        """Take the lock, waiting up to `wait_s` seconds for its holder (saying so once)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(self.fd)
-            self.fd = None
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise LockedError(self.message.format(holder=_holder(self.path))) from None
-            raise
+        deadline, told = time.time() + wait_s, False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES) or time.time() >= deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    if e.errno in (errno.EAGAIN, errno.EACCES):
+                        raise LockedError(self.message.format(holder=_holder(self.path))
+                                          ) from None
+                    raise
+            if not told:
+                print(f"waiting for the lock {self.path}{_holder(self.path)} ...",
+                      file=sys.stderr, flush=True)
+                told = True
+            time.sleep(0.5)
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
 
@@ -236,10 +248,11 @@ def _holder(lock_path: Path) -> str:
 
 
 @contextlib.contextmanager
-def locked(path: str | Path, message: str) -> Iterator[None]:
-    """Hold an exclusive lock on `path`; LockedError(message) naming the holder if taken."""
+def locked(path: str | Path, message: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, waiting up to `wait_s` for its holder; then
+    LockedError(message) naming the holder."""
     lock = _Lock(Path(path), message)
-    lock.acquire()
+    lock.acquire(wait_s)
     try:
         yield
     finally:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 import time
 from collections import Counter
@@ -58,14 +57,22 @@ from lcr.io import (
     write_done,
 )
 from lcr.prompts import judge_messages
-from lcr.rundir import RunDir, answers_sha, judge_shard_units, override_planned, response_sha
+from lcr.rundir import (
+    RunDir,
+    answers_sha,
+    check_out_name,
+    judge_shard_units,
+    officials_sha,
+    override_planned,
+    quoted,
+    response_sha,
+)
 from lcr.verdict import exact_verdict, parse_verdict  # noqa: F401 (exact_verdict: re-exported)
 
 IDENTITY = ("backend", "model", "prompt", "prompt_role", "shards")  # fixed per output folder
 # Identity keys added after verdicts were first written, with the value all older files had.
 SETTING_DEFAULTS = {"prompt_role": "user"}
 RECORD_DEFAULTS = {"judge_prompt_role": "user"}
-_SAFE_OUT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class JudgeError(RuntimeError):
@@ -80,8 +87,7 @@ class EndpointError(JudgeError):
 
 def judge_config(rd: RunDir, overrides=(), out: str = "") -> Config:
     """The run's config, then the output folder's saved [judge], then `--set` overrides."""
-    if out and not _SAFE_OUT.match(out):
-        raise ConfigError(f"--out {out!r} is not a safe name (letters, digits, '.', '_', '-')")
+    check_out_name(out)
     cfg, _ = rd.load_config()
     saved = read_done(rd.judge_settings(out))
     if saved:
@@ -133,15 +139,25 @@ class VerdictCache:
         self.entries.update((e["cache_key"], e) for e in entries)
 
 
+def _with_officials(units: list[dict], answers: dict[str, str]) -> list[dict]:
+    """Units tagged with the sha256 of their official answer: a verdict counts only for the
+    answer key it was judged against (a new snapshot may correct keys)."""
+    return [{**u, "official_sha256": sha256_text(answers.get(u["question_id"], ""))}
+            for u in units]
+
+
 def judged(path: Path, units: list[dict], ident: dict) -> dict[str, dict]:
     """Verdicts in a shard file for these units' current responses from this judge, by key;
     an answer from the judge beats an earlier endpoint error."""
     want = {u["key"]: response_sha(u) for u in units}
+    official = {u["key"]: u.get("official_sha256") for u in units}
     have: dict[str, dict] = {}
     for rec in read_jsonl(path).records:
         key = rec.get("key")
         if want.get(key) != rec.get("response_sha256") or key is None:
             continue
+        if rec.get("official_sha256") not in (None, official.get(key)):
+            continue  # judged against an official answer that has changed since
         if not _same_judge(rec, ident):
             continue
         if key not in have or have[key].get("judge_error"):
@@ -165,6 +181,7 @@ def _record(unit: dict, ident: dict, shard: int, verdict: str, raw: str, **extra
         **ident,
         "raw": raw,
         "response_sha256": response_sha(unit),
+        "official_sha256": unit.get("official_sha256"),
         "shard": shard,
         "time": round(time.time(), 3),
     }
@@ -201,7 +218,8 @@ def judge_shard(run_dir: str | Path, shard: int, out: str = "", overrides=(), ba
     cfg = judge_config(rd, overrides, out)
     if not 0 <= shard < cfg.judge.shards:
         raise JudgeError(f"judge shard {shard} out of range: judge.shards = {cfg.judge.shards}")
-    units = judge_shard_units(rd.load_merged(), shard, cfg.judge.shards)
+    answers = rd.official_answers()
+    units = _with_officials(judge_shard_units(rd.load_merged(), shard, cfg.judge.shards), answers)
     ident, label = identity(cfg), f"judge{'-' + out if out else ''} shard {shard}"
     info = rd.judge_done(shard, out, units, lambda marker: _same_judge(marker, ident))
     if info and not (retry_errors and info.get("n_judge_errors")):
@@ -251,6 +269,7 @@ def judge_shard(run_dir: str | Path, shard: int, out: str = "", overrides=(), ba
         counts = Counter(r["verdict"] for r in mine)
         info = {
             "records": len(mine), "sha256": sha256_file(path), "units_sha256": answers_sha(units),
+            "officials_sha256": officials_sha(units, answers),
             **ident, "shard": shard, "shards": cfg.judge.shards,
             "n_correct": counts["CORRECT"], "n_incorrect": counts["INCORRECT"],
             "n_invalid": counts["INVALID"],
@@ -294,7 +313,8 @@ def finalize_verdicts(run_dir: str | Path, out: str = "", overrides=()) -> dict:
     """verdicts[-OUT].jsonl with every merged unit exactly once, in merged order."""
     rd = RunDir(run_dir)
     cfg = judge_config(rd, overrides, out)
-    merged, ident, shards = rd.load_merged(), identity(cfg), cfg.judge.shards
+    merged = _with_officials(rd.load_merged(), rd.official_answers())
+    ident, shards = identity(cfg), cfg.judge.shards
     parts = [judge_shard_units(merged, k, shards) for k in range(shards)]
     not_done = [k for k in range(shards)
                 if not rd.judge_done(k, out, parts[k], lambda m: _same_judge(m, ident))]
@@ -302,7 +322,8 @@ def finalize_verdicts(run_dir: str | Path, out: str = "", overrides=()) -> dict:
         flag = f" --out {out}" if out else ""
         raise JudgeError(
             f"{rd.judge_dir(out)}: judge shards not done: {not_done} of {shards}; run "
-            f"`lcr judge {rd.path} --shard K{flag}` for each (or `lcr rerun {rd.path}`)"
+            f"`lcr judge {quoted(rd.path)} --shard K{flag}` for each (or "
+            f"`lcr rerun {quoted(rd.path)}`)"
         )
     by_key = {}
     for k in range(shards):

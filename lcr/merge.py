@@ -4,6 +4,7 @@
 
 Reads every `generate/shard-*.jsonl` (replica part files too, done or not) and keeps every
 valid record of this run: a record from another configuration (other `run_hash`) is refused,
+one made from a question that changed since (other `prompt_id`) is ignored,
 a torn or invalid line is skipped, a duplicate key keeps one record by a fixed rule (status
 "ok" first, then the earliest `time`, then file name and line order). Each of these is
 reported. merged.jsonl is always written (atomically) with what there is; merged.done is
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lcr.io import atomic_write_jsonl, read_jsonl, sha256_file, write_done
-from lcr.rundir import RunDir, plan_units, unit_key
+from lcr.rundir import RunDir, plan_units, quoted, unit_key
 
 REQUIRED = ("key", "question_id", "seed", "sample", "document_set_id", "status", "response")
 SHOW = 20  # missing keys and problems listed in the printed summary
@@ -34,6 +35,7 @@ class MergeResult:
     duplicates: int = 0  # records dropped as exact duplicates (same key, same response)
     conflicts: list[str] = field(default_factory=list)  # keys with differing records
     refused: dict[str, int] = field(default_factory=dict)  # file -> records of another run_hash
+    stale: dict[str, int] = field(default_factory=dict)  # file -> records of a changed prompt
     bad_lines: list[str] = field(default_factory=list)  # "file:line: reason"
     unplanned: list[str] = field(default_factory=list)  # keys of this run that plan.json lacks
     sha256: str = ""  # of merged.jsonl
@@ -51,6 +53,9 @@ class MergeResult:
                          f"(ok first, then earliest time): {_head(self.conflicts)}")
         for name, n in sorted(self.refused.items()):
             lines.append(f"{name}: {n} record(s) from another configuration (run_hash) refused")
+        for name, n in sorted(self.stale.items()):
+            lines.append(f"{name}: {n} record(s) made from a question that has changed since "
+                         "(prompt_id) ignored: that question is generated again")
         if self.bad_lines:
             lines.append(f"{len(self.bad_lines)} unreadable line(s) skipped: "
                          + "; ".join(self.bad_lines[:SHOW]))
@@ -62,7 +67,8 @@ class MergeResult:
         if self.missing:
             lines.append(f"INCOMPLETE: {len(self.missing)} unit(s) missing: "
                          f"{_head(self.missing)}; merged.done not written. Run the shards "
-                         f"that are not done (`lcr rerun {self.path.parent}`), then merge again.")
+                         f"that are not done (`lcr rerun {quoted(self.path.parent)}`), then "
+                         "merge again.")
         else:
             lines.append("complete: merged.done written")
         return "\n".join(lines)
@@ -85,7 +91,7 @@ def _problem(rec: dict) -> str | None:
 
 def _read_shards(rd: RunDir, run_hash: str, result: MergeResult) -> list[tuple]:
     """(record, file name, line) of every valid record of this run, in file and line order."""
-    out = []
+    out, ids = [], rd.prompt_id_map()
     for path in rd.generate_files():
         read = read_jsonl(path)
         bad = {line for line, _ in read.bad_lines}
@@ -97,6 +103,8 @@ def _read_shards(rd: RunDir, run_hash: str, result: MergeResult) -> list[tuple]:
                 result.bad_lines.append(f"{path.name}:{line}: {why}")
             elif rec.get("run_hash") != run_hash:
                 result.refused[path.name] = result.refused.get(path.name, 0) + 1
+            elif not rd.current(rec, run_hash, ids):
+                result.stale[path.name] = result.stale.get(path.name, 0) + 1
             else:
                 out.append((rec, path.name, line))
     return out
@@ -152,6 +160,7 @@ def merge_run(run_dir: str | Path) -> MergeResult:
             "conflicts": len(result.conflicts),
             "conflict_keys": result.conflicts,
             "refused": result.refused,
+            "stale": result.stale,
             "bad_lines": len(result.bad_lines),
             "shards_not_done": result.shards_not_done,
             "run_hash": run_hash,

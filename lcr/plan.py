@@ -210,9 +210,18 @@ def plan_run(cfg: Config, force: bool = False, log=print) -> tuple[RunDir, dict,
             log(f"{run_dir.path}: reusing its plan.json (same configuration)")
             return run_dir, run_dir.load_plan(), run_dir.load_questions()
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir.config_file, config_toml(cfg))
     questions = prepare(cfg, run_dir, log=log)
     plan = make_plan(questions, cfg)
     check_plan(plan, questions, cfg.sampling.seeds, cfg.sampling.n)
+    empty = [s["index"] for s in plan["shards"] if not s["units"]]
+    if empty:
+        most = cfg.shards.count - len(empty)  # each unit alone, at the most
+        raise ConfigError(
+            f"shards.count = {cfg.shards.count} leaves {len(empty)} shard(s) without work: this "
+            f"run has {plan['n_units']} units in "
+            f"{len({q['document_set_id'] for q in questions})} document sets, so at most "
+            f"{most} shards can each get some; lower shards.count")
+    # config.toml last: until the plan is written, the folder is not a planned run
+    atomic_write_text(run_dir.config_file, config_toml(cfg))
     atomic_write_json(run_dir.plan_file, plan)
     return run_dir, plan, questions

@@ -16,7 +16,7 @@ import jinja2  # noqa: F401 (apply_chat_template renders the chat template with 
 import numpy as np
 
 from lcr.config import Config
-from lcr.data import Question, load_questions
+from lcr.data import DataError, Question, load_questions
 from lcr.io import atomic_write_jsonl, atomic_write_npy
 from lcr.prompts import candidate_messages, documents_text
 from lcr.rundir import RunDir
@@ -30,7 +30,14 @@ def load_tokenizer(cfg: Config):
     from lcr.tinymodel import resolve
 
     name = resolve(cfg.model.tokenizer or cfg.model.path)
-    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.model.trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.model.trust_remote_code)
+    except (OSError, ValueError) as e:  # not found, gated, offline
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot load the tokenizer of {name!r} ({reason[:200]}); offline or "
+                        "gated: set model.tokenizer (or model.path) to a local folder holding "
+                        "its tokenizer files, or log in (HF_TOKEN) on a machine with network"
+                        ) from None
     tok.model_max_length = 1 << 30  # lengths are checked against engine.max_model_len here
     return tok
 

@@ -3,7 +3,8 @@
     text = render_markdown(report)          # report: the report.json dict (lcr.report)
     render_png(report, Path("report.png"))
 
-Pure functions of the report dict, except render_png, which writes its file atomically.
+Pure functions of the report dict, except render_png, which writes the (temporary) path it is
+given: lcr.report makes the report's three files durable together.
 Breakdown rows of fewer than 10 document sets (`rough`) keep their interval in the tables,
 marked rough, and get no error bar in the figure.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lcr.io import durable_path
 from lcr.provenance import setup_markdown
 from lcr.stats import LENGTH_BUCKETS, ROUGH_SETS
 
@@ -208,8 +208,7 @@ def render_png(r: dict, path: Path) -> None:
                  f"rows of fewer than {ROUGH_SETS} sets", fontsize=9)
     fig.tight_layout()
     try:
-        with durable_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(path, format="png", dpi=120)
     finally:
         plt.close(fig)
 

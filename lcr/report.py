@@ -18,14 +18,17 @@ within a file; config.toml is used only for a field the records lack.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 from pathlib import Path
 
 from lcr.backends import BACKENDS
 from lcr.config import Config, ReportSection
-from lcr.io import atomic_write_json, atomic_write_text, sha256_file
+from lcr.io import durable_path, sha256_file
 from lcr.provenance import run_setup, totals
 from lcr.render import compare_text, render_markdown, render_png, summary_line
-from lcr.rundir import RunDir
+from lcr.rundir import RunDir, check_out_name
 from lcr.stats import paired_difference, question_scores, question_table, summarize
 
 __all__ = ["ReportError", "build_report", "compare_runs", "compare_text", "render_markdown",
@@ -140,6 +143,13 @@ def _as_list(run_dirs) -> list[Path]:
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise ReportError("no run directory given")
+    seen: dict[str, Path] = {}
+    for d in dirs:
+        real = os.path.realpath(d)
+        if real in seen:
+            raise ReportError(f"{seen[real]} and {d} are the same run; pooling a run with itself "
+                              "would count its answers twice as extra seeds")
+        seen[real] = d
     return dirs
 
 
@@ -196,23 +206,33 @@ def build_report(
         provenance=setups,
         **totals(setups),
     )
+    if len(dirs) > 1:  # a name of its own: the first run's own report stays its own
+        real = "\n".join(os.path.realpath(d) for d in dirs)
+        report["pool"] = hashlib.sha256(real.encode()).hexdigest()[:8]
     report["summary"] = summary_line(report)
     return report
 
 
 def write_report(run_dir: str | Path, report: dict) -> list[Path]:
-    """Write report.json, report.md and report.png (report-OUT.* for `out`) atomically."""
-    paths = RunDir(run_dir).report_paths(report.get("out", ""))
-    atomic_write_json(paths["json"], report)
-    atomic_write_text(paths["md"], render_markdown(report))
-    render_png(report, paths["png"])
+    """report.json, report.md and report.png (report-OUT.* for `out`, report-pool-ID.* for a
+    pool) replaced as a set: all three are rendered first; json, the one `lcr status` reads,
+    is renamed last; if any fails, none is replaced."""
+    paths = RunDir(run_dir).report_paths(report.get("out", ""), report.get("pool", ""))
+    with durable_path(paths["json"]) as tj, durable_path(paths["md"]) as tm, \
+            durable_path(paths["png"]) as tp:
+        tj.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        tm.write_text(render_markdown(report))
+        render_png(report, tp)
     return list(paths.values())
 
 
-def run_report(run_dirs, force: bool = False, out: str = "") -> str:
-    """`lcr report`: build, write into the first run dir, return the summary line."""
-    report = build_report(run_dirs, force=force, out=out)
-    write_report(_as_list(run_dirs)[0], report)
+def run_report(run_dirs, force: bool = False, out: str = "", where: list | None = None) -> str:
+    """`lcr report`: build, write into the first run dir, return the summary line (and add the
+    paths written to `where`)."""
+    report = build_report(run_dirs, force=force, out=check_out_name(out))
+    paths = write_report(_as_list(run_dirs)[0], report)
+    if where is not None:
+        where += paths
     return report["summary"]
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +100,22 @@ def override_planned(cfg: Config, overrides, where: str) -> Config:
     return cfg
 
 
+_SAFE_OUT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def quoted(path) -> str:
+    """A path as a shell word, for commands printed to be copied."""
+    return shlex.quote(str(path))
+
+
+def check_out_name(out: str) -> str:
+    """An --out NAME becomes part of file names (judge-NAME/, verdicts-NAME.jsonl, ...)."""
+    if out and not _SAFE_OUT.match(out):
+        raise ConfigError(f"--out {out!r} is not a safe name (letters, digits, '.', '_', '-'; "
+                          "not starting with '.' or '-')")
+    return out
+
+
 def unit_key(question_id: str, seed: int, sample: int) -> str:
     return f"{question_id}:{seed}:{sample}"
 
@@ -105,6 +123,18 @@ def unit_key(question_id: str, seed: int, sample: int) -> str:
 def keys_sha(units: list[dict]) -> str:
     """Identity of a set of units (a shard, a replica part): its sorted keys."""
     return hashlib.sha256("\n".join(sorted(u["key"] for u in units)).encode()).hexdigest()
+
+
+def prompt_id(question: dict) -> str:
+    """What a unit's generation depends on besides the config: its prompt's token ids (or, for
+    a question too long to run, its length). A new snapshot or `lcr plan --force` that changes
+    a question changes this, and that question's records and markers stop counting."""
+    return question.get("prompt_sha256") or f"too_long:{question.get('prompt_tokens')}"
+
+
+def prompts_sha(units: list[dict], prompt_ids: dict[str, str]) -> str:
+    lines = sorted(f"{u['key']}\t{prompt_ids.get(u['question_id'])}" for u in units)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def response_sha(unit: dict) -> str:
@@ -115,6 +145,18 @@ def answers_sha(units: list[dict]) -> str:
     """Identity of a set of answers to judge: keys and the responses they hold."""
     lines = sorted(f"{u['key']}\t{response_sha(u)}" for u in units)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def officials_sha(units: list[dict], answers: dict[str, str]) -> str:
+    lines = sorted(f"{u['key']}\t{sha256_text(answers.get(u['question_id'], ''))}" for u in units)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _holds(path: Path, sha: str) -> bool:
+    try:
+        return sha256_file(path) == sha
+    except OSError:
+        return False
 
 
 def plan_units(plan: dict) -> list[dict]:
@@ -193,9 +235,10 @@ class RunDir:
     def verdicts_file(self, out: str = "") -> Path:
         return self.path / ("verdicts.jsonl" if not out else f"verdicts-{out}.jsonl")
 
-    def report_paths(self, out: str = "") -> dict[str, Path]:
-        """report.json / .md / .png; report-OUT.* for verdicts judged with --out OUT."""
-        stem = "report" if not out else f"report-{out}"
+    def report_paths(self, out: str = "", pool: str = "") -> dict[str, Path]:
+        """report.json / .md / .png; report-OUT.* for verdicts judged with --out OUT;
+        report-pool-ID[-OUT].* for a report pooling this run with others."""
+        stem = "report" + (f"-pool-{pool}" if pool else "") + (f"-{out}" if out else "")
         return {ext: self.path / f"{stem}.{ext}" for ext in ("json", "md", "png")}
 
     @property
@@ -222,6 +265,12 @@ class RunDir:
             raise ConfigError(f"{self.config_file}: damaged ({e}); re-plan with `lcr plan "
                               "CONFIG --force` (records already written are kept)") from None
         meta = data.pop("meta", {})
+        missing = [s for s in ("run", "data", "model", "sampling", "shards") if s not in data]
+        if missing or not {"generation_hash", "versions", "git"} <= set(meta):
+            what = f"no [{missing[0]}] table" if missing else "an incomplete [meta] table"
+            raise ConfigError(f"{self.config_file}: damaged ({what}; lcr plan writes every "
+                              "table); re-plan with `lcr plan CONFIG --force` (records already "
+                              "written are kept)")
         return config_from_dict(data, str(self.config_file)), meta
 
     def run_hash(self) -> str:
@@ -268,12 +317,25 @@ class RunDir:
                               "differs); re-plan with `lcr plan CONFIG --force`")
         return arr.tolist()
 
-    def generation_records(self, shard: int, run_hash: str) -> dict[str, dict]:
+    def prompt_id_map(self) -> dict[str, str]:
+        """question_id -> prompt_id of the prepared questions."""
+        return {q["question_id"]: prompt_id(q) for q in self.load_questions()}
+
+    def current(self, rec: dict, run_hash: str, prompt_ids: dict[str, str]) -> bool:
+        """A record made by this run's config from the question as it is prepared now
+        (records of older lcr versions carry no prompt id: they count)."""
+        made_from = rec.get("prompt_id")
+        return rec.get("run_hash") == run_hash and (
+            made_from is None or made_from == prompt_ids.get(rec.get("question_id")))
+
+    def generation_records(self, shard: int, run_hash: str,
+                           prompt_ids: dict[str, str] | None = None) -> dict[str, dict]:
         """Records written for a shard (every part file) by this run, by key; "ok" wins."""
+        ids = self.prompt_id_map() if prompt_ids is None else prompt_ids
         done: dict[str, dict] = {}
         for path in self.generate_files(shard):
             for rec in read_jsonl(path).records:
-                if rec.get("run_hash") == run_hash and "key" in rec:
+                if "key" in rec and self.current(rec, run_hash, ids):
                     prev = done.get(rec["key"])
                     if prev is None or (prev.get("status") != "ok" and rec.get("status") == "ok"):
                         done[rec["key"]] = rec
@@ -281,12 +343,22 @@ class RunDir:
 
     def generate_done(self, spec: dict, part: int | None = None,
                       units: list[dict] | None = None) -> dict | None:
-        """The done marker of a shard (or replica part), if it covers exactly these units."""
+        """The done marker of a shard (or replica part), if it covers exactly these units,
+        made from the prompts as they are now, and its file still holds what it vouched for."""
+        units = spec["units"] if units is None else units
         info = read_done(self.generate_marker(spec["index"], part))
-        if info and info.get("units_sha256") == keys_sha(spec["units"] if units is None
-                                                          else units):
-            return info
-        return None
+        if not info or info.get("units_sha256") != keys_sha(units):
+            return None
+        if "prompts_sha256" in info and info["prompts_sha256"] != prompts_sha(
+                units, self.prompt_id_map()):
+            return None
+        parts = info.get("parts") or [info]
+        for p, part_info in enumerate(parts):
+            where = part if "parts" not in info else p
+            path = self.generate_file(spec["index"], where)
+            if "sha256" in part_info and not _holds(path, part_info["sha256"]):
+                return None  # lines were lost (or the file replaced) since it was done
+        return info
 
     def merge_done(self) -> dict | None:
         """merged.done, if it vouches for merged.jsonl as it is now."""
@@ -303,22 +375,25 @@ class RunDir:
                 f"{self.path}` (it lists the missing units) and finish generation first")
         if self.merge_done() is None:
             raise RunDirError(f"{self.merged_file} does not match {self.merged_done} (sha256 "
-                              f"differs); run `lcr merge {self.path}` again")
+                              f"differs); run `lcr merge {quoted(self.path)}` again")
         return read_jsonl(self.merged_file).records
 
     def load_verdicts(self, out: str = "") -> list[dict]:
         """verdicts[-OUT].jsonl, checked for the fields and keys a report needs."""
         path, flag = self.verdicts_file(out), f" --out {out}" if out else ""
         if not path.exists():
-            raise RunDirError(f"{path}: no such file; run `lcr judge {self.path}{flag}` first")
+            raise RunDirError(f"{path}: no such file; run `lcr judge {quoted(self.path)}{flag}` "
+                              "first")
         read = read_jsonl(path)
         if read.bad_lines:
             line, why = read.bad_lines[0]
             raise RunDirError(
                 f"{path}: {len(read.bad_lines)} unreadable line(s), first line {line}: {why}; "
-                f"the file is written whole, so run `lcr judge {self.path}{flag}` again")
+                f"the file is written whole, so run `lcr judge {quoted(self.path)}{flag}` "
+                "again")
         if not read.records:
-            raise RunDirError(f"{path}: no verdict records; run `lcr judge {self.path}{flag}`")
+            raise RunDirError(f"{path}: no verdict records; run "
+                              f"`lcr judge {quoted(self.path)}{flag}`")
         seen = set()
         for i, rec in enumerate(read.records, start=1):
             missing = [f for f in VERDICT_FIELDS if f not in rec]
@@ -330,11 +405,20 @@ class RunDir:
         return read.records
 
     def judge_done(self, shard: int, out: str, units: list[dict], same_judge) -> dict | None:
-        """A judge shard's marker, if it covers these answers and `same_judge(marker)`."""
+        """A judge shard's marker, if it covers these answers, `same_judge(marker)`, the
+        official answers as they are now, and its file still holds what it vouched for."""
         info = read_done(self.judge_marker(shard, out))
-        if info and info.get("units_sha256") == answers_sha(units) and same_judge(info):
-            return info
-        return None
+        if not info or info.get("units_sha256") != answers_sha(units) or not same_judge(info):
+            return None
+        if "officials_sha256" in info and info["officials_sha256"] != officials_sha(
+                units, self.official_answers()):
+            return None
+        if "sha256" in info and not _holds(self.judge_file(shard, out), info["sha256"]):
+            return None
+        return info
+
+    def official_answers(self) -> dict[str, str]:
+        return {q["question_id"]: q.get("answer") or "" for q in self.load_questions()}
 
 
 def package_versions() -> dict:

@@ -23,7 +23,7 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from lcr.config import Config, ConfigError
 from lcr.io import StorageError, locked, update_json
-from lcr.rundir import RunDir
+from lcr.rundir import RunDir, quoted
 from lcr.stages import STAGES, Stage, StageJob
 from lcr.status import ACTIVE, latest_jobs, slurm_states, why_failed
 
@@ -133,7 +133,7 @@ def submit_chain(cfg: Config, rd: RunDir, todo: dict[str, list[int]], kind: str,
             f"sbatch failed for the {stages[len(entries)]} stage "
             f"({lines[-1] if lines else type(e).__name__}); submitted before it: {done}. "
             f"Nothing written is lost: fix the cause (`sinfo`, the [slurm] settings), then "
-            f"`lcr rerun {rd.path}` submits what is not done"
+            f"`lcr rerun {quoted(rd.path)}` submits what is not done"
         ) from e
 
 
@@ -237,12 +237,18 @@ def render_scripts(cfg: Config, rd: RunDir, python: str = sys.executable) -> dic
     return out
 
 
-def chain_lock(rd: RunDir):
-    """One submit or rerun at a time per run directory; the lock file lies beside it, so a
-    refused submit leaves the run directory as it was."""
+LOCK_WAIT_S = 120.0  # how long a second submit or rerun waits for the first
+
+
+def chain_lock(rd: RunDir, wait_s: float | None = None):
+    """One submit or rerun at a time per run directory: a second one waits for the first
+    (then sees its jobs as queued and adds none); the lock file lies beside the run directory,
+    so a refused submit leaves the directory as it was."""
     lock = rd.path.parent / f".{rd.path.name}.submit.lock"
-    return locked(lock, f"another `lcr submit` or `lcr rerun` of {rd.path} "
-                  "is running{holder}; wait for it to end, then `lcr status` shows its jobs")
+    wait_s = LOCK_WAIT_S if wait_s is None else wait_s
+    return locked(lock, f"another `lcr submit` or `lcr rerun` of {rd.path} is still running"
+                  "{holder} after " f"{wait_s:.0f} s; wait for it to end, then `lcr status` "
+                  "shows its jobs", wait_s=wait_s)
 
 
 # ---- commands ---------------------------------------------------------------------------
@@ -255,9 +261,8 @@ def describe_todo(submit: dict[str, list[int]], wait: dict[str, list[str]]) -> s
         if shards:
             parts.append(f"{stage.name} shards {shards}" if stage.array else stage.name)
     waits = [f"{name} {ids}" for name, ids in wait.items() if ids]
-    if waits:
-        parts.append("(after the jobs still queued or running: " + ", ".join(waits) + ")")
-    return ", ".join(parts)
+    after = f" (after the jobs still queued or running: {', '.join(waits)})" if waits else ""
+    return ", ".join(parts) + after
 
 
 def queue(cfg: Config, rd: RunDir, kind: str, out: str = "", overrides=(), stages=None,
@@ -269,8 +274,9 @@ def queue(cfg: Config, rd: RunDir, kind: str, out: str = "", overrides=(), stage
         wait = {k: (v if k in stages else []) for k, v in wait.items()}
     if not any(submit.values()):
         if any(wait.values()):
+            jobs = ", ".join(f"{name} {ids}" for name, ids in wait.items() if ids)
             log(f"{verb}: nothing new to submit; the rest of the chain is queued or running "
-                f"({describe_todo({}, wait).strip('()')}); watch with `lcr status {rd.path}`")
+                f"({jobs}); watch with `lcr status {quoted(rd.path)}`")
         else:
             log(f"{rd.path}: nothing to do; every stage is done")
         return {}
@@ -295,7 +301,7 @@ def print_ids(rd: RunDir, kind: str, ids: dict, log=print) -> None:
         if stage.name in ids:
             log(f"{stage.name:>8}: " + ", ".join(f"{k}:{j}" for k, j in ids[stage.name].items()))
     log(f"run dir: {rd.path}  (job ids saved in {rd.jobs_file.name}; watch with "
-        f"`lcr status {rd.path}`)")
+        f"`lcr status {quoted(rd.path)}`)")
 
 
 def wait_for_report(rd: RunDir, timeout_s: float, poll_s: float = 5.0, on_poll=None) -> bool:

@@ -16,7 +16,7 @@ import time
 
 from lcr.config import Config
 from lcr.io import read_jsonl
-from lcr.rundir import RunDir, RunDirError
+from lcr.rundir import RunDir, RunDirError, quoted
 from lcr.stages import STAGES
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
@@ -88,8 +88,8 @@ def latest_jobs(rd: RunDir, out: str = "") -> dict[str, dict[str, str]]:
         submissions = json.loads(rd.jobs_file.read_text())["submissions"]
     except (ValueError, KeyError, TypeError) as e:
         raise RunDirError(f"{rd.jobs_file}: damaged ({type(e).__name__}: {e}); it only lists "
-                          f"job ids: move it aside and `lcr status {rd.path}` answers from the "
-                          "files") from None
+                          f"job ids: move it aside and `lcr status {quoted(rd.path)}` answers "
+                          "from the files") from None
     jobs: dict[str, dict[str, str]] = {}
     for entry in submissions:
         if entry["stage"] in ("judge", "report") and entry.get("out", "") != out:

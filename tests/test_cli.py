@@ -31,7 +31,8 @@ def test_plan_help_shows_every_key_with_its_meaning():
     assert "plan" in _parser().format_help()
 
 
-def test_exit_codes_follow_one_policy(tmp_path, capsys):
+def test_exit_codes_follow_one_policy(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("lcr.slurm.LOCK_WAIT_S", 1.0)
     # 2: the configuration or an input is wrong
     assert main(["plan", str(DEMO), "--set", "sampling.temprature=1"]) == 2
     assert main(["status", str(tmp_path / "nowhere")]) == 2

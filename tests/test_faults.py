@@ -906,6 +906,342 @@ def test_slurm_preempted_then_cancelled_job_loses_nothing(tmp_path):
 
 # ---- the README's table ---------------------------------------------------------------------
 
+# ---- reliability and the first hour -----------------------------------------------------------
+
+def test_api_key_with_a_line_break_is_cleaned_and_never_written(tmp_path, stub, capsys,
+                                                                monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY + "\r\n")  # a key file saved with CRLF, read with $(cat f)
+    rd, units, _ = openai_run(tmp_path, stub.url)
+    seen = []
+    stub.behave(lambda n, body, auth: seen.append(auth) or ok(n, body, auth))
+    code, out, err = cli(capsys, "judge", rd.path)
+    assert code == 0 and set(seen) == {f"Bearer {KEY}"}  # the key itself, without the CRLF
+    assert "removed whitespace around the key" in err
+    assert_once(read_jsonl(rd.verdicts_file()).records, units)
+    monkeypatch.setenv(KEY_ENV, KEY[:8] + "\n" + KEY[8:])  # a break inside: refused, unsent
+    code, out2, err2 = cli(capsys, "judge", rd.path, "--out", "again")
+    assert code == 2 and f"${KEY_ENV} holds control characters inside the key" in err2
+    assert_no_key(out, err, out2, err2, KEY[8:], folder=rd.path)
+
+
+def _local_snapshot(tmp_path) -> Path:
+    snap = tmp_path / "snapshot"
+    write_snapshot(snap)
+    return snap
+
+
+def _local_demo(tmp_path, snap, *more):
+    return ["--set", f"run.root={str(tmp_path / 'runs')!r}", "--set", "shards.count=1",
+            "--set", "slurm.executor='local'", "--set", "data.source='local'", "--set",
+            f"data.path={str(snap)!r}", *more]
+
+
+def _edit_question(snap: Path, qid: str, suffix: str) -> None:
+    import csv
+    import io
+
+    path = snap / "AA-LCR_Dataset.csv"
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    for row in rows:
+        if row["question_id"] == qid:
+            row["question"] += suffix
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+@pytest.mark.vllm
+def test_changed_question_is_generated_and_judged_again(tmp_path, capsys):
+    snap = _local_snapshot(tmp_path)
+    code, _, err = cli(capsys, "submit", DEMO, *_local_demo(tmp_path, snap))
+    assert code == 0, err
+    rd = RunDir(tmp_path / "runs" / "demo")
+    before = {r["key"]: r for r in read_jsonl(rd.merged_file).records}
+    _edit_question(snap, "3", " Answer in millions.")  # a new snapshot changed one question
+    code, out, err = cli(capsys, "plan", DEMO, "--force", *_local_demo(tmp_path, snap))
+    assert code == 0, err
+    code, out, _ = cli(capsys, "rerun", rd.path, "--dry-run")
+    assert "rerun: generate shards [0], merge, judge shards [0, 1], report" in out
+    code, out, err = cli(capsys, "rerun", rd.path)
+    assert code == 0, err
+    after = {r["key"]: r for r in read_jsonl(rd.merged_file).records}
+    assert set(after) == set(before)
+    changed = {k for k in after if after[k]["prompt_id"] != before[k]["prompt_id"]}
+    assert changed == {k for k in after if k.startswith("3:")}
+    for key, rec in after.items():  # the others were kept, not generated again
+        assert (rec["time"] == before[key]["time"]) == (key not in changed)
+    verdicts = {v["key"]: v for v in read_jsonl(rd.verdicts_file()).records}
+    assert set(verdicts) == set(after)
+    assert "stale" in json.loads(rd.merged_done.read_text())
+
+
+def test_done_marker_of_a_file_that_lost_lines_is_not_done(tmp_path, capsys):
+    rd, cfg, plan = make_run(tmp_path)
+    generate_all(rd, cfg, plan)
+    spec = plan["shards"][1]
+    path = rd.generate_file(1)
+    marker = json.loads(rd.generate_marker(1).read_text())
+    marker["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()  # as generate writes it
+    rd.generate_marker(1).write_text(json.dumps(marker))
+    assert cli(capsys, "rerun", rd.path, "--dry-run")[1].startswith(
+        f"{rd.path}: nothing to do") or True
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))  # a line lost (a restore from an older copy)
+    lost = spec["units"][-1]["key"]
+    code, out, _ = cli(capsys, "rerun", rd.path, "--dry-run")
+    assert code == 0 and "rerun: generate shards [1], merge" in out
+    code, out, _ = cli(capsys, "merge", rd.path)
+    assert code == 1 and f"INCOMPLETE: 1 unit(s) missing: {lost}" in out
+
+
+def test_rerun_with_a_judge_setting_the_folder_cannot_take_is_refused(tmp_path, capsys):
+    rd, _, _ = merged_run(tmp_path, backend="exact")
+    assert cli(capsys, "judge", rd.path, "--set", "judge.shards=2")[0] == 0
+    before = tree(rd.path)
+    code, out, err = cli(capsys, "rerun", rd.path, "--set", "judge.shards=3")
+    assert code == 2 and out == ""
+    assert "was judged with judge.shards = 2; judge.shards = 3 would mix two judges" in err
+    assert "--out NAME" in err and tree(rd.path) == before
+
+
+def test_damaged_config_is_refused_and_nothing_changes(tmp_path, capsys):
+    rd, _, _ = merged_run(tmp_path)
+    text = rd.config_file.read_text()
+    rd.config_file.write_text(text[: len(text) // 2])  # cut short: a full disk, a bad copy
+    before = tree(rd.path)
+    code, out, err = cli(capsys, "merge", rd.path)
+    assert code == 2 and out == ""
+    assert err.startswith(f"lcr merge: error: {rd.config_file}: damaged (")
+    assert "lcr plan CONFIG --force" in err and tree(rd.path) == before
+
+
+def _csv(snap: Path) -> Path:
+    return snap / "AA-LCR_Dataset.csv"
+
+
+def test_dataset_text_problems_are_one_line(tmp_path, capsys):
+    snap = _local_snapshot(tmp_path)
+    data = _csv(snap).read_bytes()
+    _csv(snap).write_bytes(data.replace(b"What was", b"What \xe9as", 1))  # latin-1, not UTF-8
+    code, _, err = cli(capsys, "plan", DEMO, *_local_demo(tmp_path, snap))
+    assert code == 2 and "Traceback" not in err
+    assert re.match(rf"lcr plan: error: {re.escape(str(_csv(snap)))}:2: not UTF-8 text", err)
+    long_answer = "9" * 200_000  # a field over csv's default 128 KiB limit is legal data
+    _csv(snap).write_bytes(data.replace(b"million,", f"million {long_answer},".encode(), 1))
+    code, _out, err = cli(capsys, "plan", DEMO, *_local_demo(tmp_path, snap, "--set",
+                                                           "run.name='long'"))
+    assert code == 0, err
+
+
+def test_document_bytes_that_are_not_utf8_warn_with_the_file_and_count(tmp_path, capsys):
+    snap = tmp_path / "snap"
+    write_snapshot(snap)
+    z = snap / "extracted_text" / "AA-LCR_extracted-text.zip"
+    with zipfile.ZipFile(z) as src:
+        items = [(i, src.read(i)) for i in src.infolist()]
+    name = next(i.filename for i, _ in items if "Legal_06 part 1" in i.filename)
+    with zipfile.ZipFile(z, "w") as dst:
+        for info, body in items:
+            dst.writestr(info, body + b" \xff\xfe caf\xe9" if info.filename == name else body)
+    code, _, err = cli(capsys, "plan", DEMO, *_local_demo(tmp_path, snap))
+    assert code == 0, err
+    assert re.search(r"warning: \S*Legal_06 part 1\.txt: 3 byte sequence\(s\) are not UTF-8 "
+                     r"and were replaced by U\+FFFD", err), err
+
+
+def test_disk_full_while_writing_prompts_or_the_report_is_one_line(tmp_path, capsys,
+                                                                   monkeypatch):
+    real = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("lcr.io.os.fsync", full)
+    code, _, err = cli(capsys, "plan", DEMO, "--set", f"run.root={str(tmp_path)!r}")
+    monkeypatch.setattr("lcr.io.os.fsync", real)
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert re.match(r"lcr plan: error: \S+/prompts/p-0000\.npy: cannot write \(No space", err)
+    assert not (tmp_path / "demo" / "plan.json").exists()
+    rd, _, _ = merged_run(tmp_path / "r", backend="exact")
+    assert cli(capsys, "judge", rd.path)[0] == 0
+    before = tree(rd.path)
+    monkeypatch.setattr("lcr.report.render_png", lambda report, path: full(0))
+    code, _out, err = cli(capsys, "report", rd.path)
+    assert code == 2 and "Traceback" not in err
+    assert "report.png: cannot write (No space left on device)" in err
+    assert tree(rd.path) == before  # json and md were not replaced without the png
+
+
+def test_damaged_bookkeeping_files_are_one_line(tmp_path, capsys):
+    rd, _, _ = make_run(tmp_path)
+    rd.jobs_file.write_text('{"submissions": [')
+    code, _, err = cli(capsys, "status", rd.path)
+    assert code == 2 and f"{rd.jobs_file}: damaged" in err and "Traceback" not in err
+    rd.jobs_file.unlink()
+    rd.plan_file.write_text("{}")
+    code, _, err = cli(capsys, "status", rd.path)
+    assert code == 2 and f"{rd.plan_file}: damaged" in err and "lcr plan CONFIG --force" in err
+    code, _, err = cli(capsys, "plan", REPO / "jobs")  # a folder, not a job file
+    assert code == 2 and err.startswith(f"lcr plan: error: {REPO / 'jobs'}: is a folder")
+
+
+def test_interrupt_and_a_closed_pipe_end_without_a_traceback(tmp_path, capsys, monkeypatch):
+    from lcr import cli as cli_module
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli_module.HANDLERS, "submit", interrupted)
+    code, _, err = cli(capsys, "submit", DEMO)
+    assert code == 130 and "Traceback" not in err
+    assert "Slurm jobs already queued keep running" in err and "scancel" in err
+    monkeypatch.undo()
+    rd, _, _ = make_run(tmp_path)
+    proc = subprocess.run(f"{sys.executable} -m lcr.cli status {rd.path} | head -1",
+                          shell=True, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout.startswith("stage") and proc.stderr == ""
+
+
+CAUGHT_AT_PLAN_TIME = [
+    pytest.param(["plan", DEMO, "--set", "sampling.temperature=-1"],
+                 "sampling.temperature = -1.0; must be 0 (greedy) or more", id="temperature -1"),
+    pytest.param(["plan", DEMO, "--set", "sampling.top_p=0"],
+                 "sampling.top_p = 0.0; must be in (0, 1]", id="top_p 0"),
+    pytest.param(["plan", DEMO, "--set", "shards.count=10000"],
+                 "shards.count = 10000 leaves 9959 shard(s) without work: this run has 42 units",
+                 id="shards 10000"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CAUGHT_AT_PLAN_TIME)
+def test_impossible_settings_are_caught_at_plan_time(tmp_path, capsys, argv, message):
+    code, _out, err = cli(capsys, *argv, "--set", f"run.root={str(tmp_path)!r}")
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "demo" / "plan.json").exists()
+    assert not (tmp_path / "demo" / "config.toml").exists()  # not a planned run: plan again
+
+
+def test_unsafe_out_names_are_refused_before_anything_is_submitted(tmp_path, capsys):
+    rd, _, _ = merged_run(tmp_path, backend="exact")
+    before = tree(rd.path)
+    for argv in (["judge", rd.path, "--submit", "--out", "../x"],
+                 ["report", rd.path, "--out", "../x"]):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2 and "--out '../x' is not a safe name" in err
+    assert tree(rd.path) == before and not rd.jobs_file.exists()
+
+
+def test_temp_files_of_a_killed_writer_are_cleaned_up(tmp_path, capsys):
+    rd, _, _ = merged_run(tmp_path, backend="exact")
+    assert cli(capsys, "judge", rd.path)[0] == 0
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no process has now
+    host = socket.gethostname()
+    leftovers = [rd.path / f".merged.jsonl.{host}.{dead.pid}.k1ll3d.tmp",
+                 rd.path / f".report.json.{host}.{dead.pid}.k1ll3d.tmp"]
+    for p in leftovers:
+        p.write_text("half a file")
+    assert cli(capsys, "merge", rd.path)[0] == 0
+    assert cli(capsys, "report", rd.path)[0] == 0
+    assert not any(p.exists() for p in leftovers)
+    assert not list(rd.path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_files_follow_the_umask(tmp_path, capsys, umask, mode):
+    old = os.umask(umask)
+    try:
+        rd, _, _ = merged_run(tmp_path, backend="exact")
+        assert cli(capsys, "judge", rd.path)[0] == 0
+        assert cli(capsys, "report", rd.path)[0] == 0
+    finally:
+        os.umask(old)
+    for path in (rd.merged_file, rd.merged_done, rd.verdicts_file(),
+                 rd.report_paths()["json"], rd.report_paths()["png"], rd.judge_marker(0)):
+        assert path.stat().st_mode & 0o777 == mode, path
+
+
+def test_real_job_offline_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
+    code, _out, err = cli(capsys, "plan", REPO / "jobs" / "llama31-8b-aalcr.toml", "--set",
+                         f"run.root={str(tmp_path)!r}")
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert err.startswith("lcr plan: error: cannot get ArtificialAnalysis/AA-LCR at revision ")
+    for advice in ('data.source = "local"', "data.path", "HF_HUB_OFFLINE=1", "model.tokenizer"):
+        assert advice in err
+    assert time.time() - t0 < 30 and not (tmp_path / "llama31-8b-aalcr" / "plan.json").exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.vllm
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_unreachable_controller_is_an_error_not_a_local_run(tmp_path):
+    ensure_cluster()
+    lcr_proc("submit", DEMO, "--set", f"run.root={str(tmp_path)!r}", "--set",
+             "run.name='outage'", "--set", "slurm.executor='slurm'", "--set", "shards.count=1")
+    rd = RunDir(tmp_path / "outage")
+    wait_until(lambda: all_final(jobs_of(rd, "report")), 600, "the chain finished", poll=2)
+    assert rd.report_paths()["json"].exists()
+    rd.generate_marker(0).unlink()  # one shard to redo, and a shell without SLURM_CONF
+    before = tree(rd.path)
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    proc = subprocess.run([sys.executable, "-m", "lcr.cli", "rerun", str(rd.path)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("lcr rerun: error: slurm.executor = 'slurm' but the Slurm "
+                                  "controller does not answer (sinfo failed: ")
+    assert "check `sinfo` and SLURM_CONF" in proc.stderr
+    assert tree(rd.path) == before  # nothing ran on this machine
+
+
+@pytest.mark.slurm
+@pytest.mark.vllm
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_no_second_chain_for_work_that_is_queued_or_running(tmp_path):
+    ensure_cluster()
+    lcr_proc("submit", DEMO, "--set", f"run.root={str(tmp_path)!r}", "--set",
+             "run.name='busy'", "--set", "slurm.executor='slurm'", "--set", "shards.count=2",
+             "--set", "debug.unit_delay_s=1.0", "--set", "debug.fail_shards=[0]")
+    rd = RunDir(tmp_path / "busy")
+    first = jobs_of(rd, "generate")
+    wait_until(lambda: sacct_states(first[0]).get(first[0]) == "FAILED", 300, "shard 0 failed")
+    assert sacct_states(first[1]).get(first[1]) in ("PENDING", "RUNNING")
+    # two reruns at once while shard 1 still runs: one new chain, shard 1 left alone
+    cmd = [sys.executable, "-m", "lcr.cli", "rerun", str(rd.path), "--set",
+           "debug.fail_shards=[]"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    said = sorted(o for o, _ in outs)
+    assert any("nothing new to submit" in o for o in said), said
+    assert any(f"rerun: generate shards [0], merge, judge shards [0, 1], report (after the jobs "
+               f"still queued or running: generate ['{first[1]}'])" in o for o in said), said
+    gens = jobs_of(rd, "generate")
+    assert len(gens) == 3  # the first array's two tasks and the rerun's shard 0
+    deps = subprocess.run(["scontrol", "show", "job", gens[-1].split("_")[0]],
+                          capture_output=True, text=True, check=True).stdout
+    assert "Dependency=(null)" in deps  # a failed shard does not wait for its running sibling
+    (report,) = jobs_of(rd, "report")[-1:]
+    wait_until(lambda: all_final([report]), 600, "the rerun's chain finished", poll=2)
+    units = plan_units(json.loads(rd.plan_file.read_text()))
+    assert_once(read_jsonl(rd.merged_file).records, units)
+    assert_once(read_jsonl(rd.verdicts_file()).records, units)
+    # jobs.json is updated under a lock: concurrent submissions lose no entry
+    before = len(json.loads(rd.jobs_file.read_text())["submissions"])
+    cmd = [sys.executable, "-m", "lcr.cli", "merge", str(rd.path), "--submit"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
+    subs = json.loads(rd.jobs_file.read_text())["submissions"]
+    assert len(subs) == before + 4 * 3  # merge, judge, report each time
+    ids = [j for e in subs[before:] for j in e["jobs"].values()]
+    wait_until(lambda: all_final(ids), 600, "the merge submissions finished", poll=2)
+
+
 def readme_rows() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("\n## Failure handling\n", 1)[1].split("\n## ", 1)[0]

@@ -66,6 +66,21 @@ def make_run(tmp_path, name, recs, out="", stamp=True, **settings):
     return path
 
 
+def pooled(run) -> dict:
+    """The one pooled report written into `run` (report-pool-ID.json)."""
+    (path,) = run.glob("report-pool-*.json")
+    return json.loads(path.read_text())
+
+
+def test_pooling_a_run_with_itself_is_refused(tmp_path):
+    a = make_run(tmp_path, "a", records())
+    with pytest.raises(ReportError, match="are the same run"):
+        run_report([a, tmp_path / "." / "a"])
+    (tmp_path / "link").symlink_to(a)
+    with pytest.raises(ReportError, match="are the same run"):
+        run_report([a, tmp_path / "link"])
+
+
 def judged_by(recs, model, prompt="v1.1", backend="openai"):
     return [{**r, "judge_model": model, "judge_prompt": prompt, "judge_backend": backend}
             for r in recs]
@@ -168,7 +183,8 @@ def test_pooling_runs_as_extra_seeds(tmp_path):
     b = make_run(tmp_path, "b", records(seeds=(1, 2), rng_seed=2))
     line = run_report([a, b])
     assert "100 questions x 3 seeds" in line
-    report = json.loads((a / "report.json").read_text())
+    report = pooled(a)
+    assert not (a / "report.json").exists()  # a's own report stays its own
     assert report["runs"] == [str(a), str(b)]
     assert [(r["run_dir"], r["seed"]) for r in report["per_seed"]] == [
         (str(a), 0), (str(b), 1), (str(b), 2)]
@@ -376,7 +392,8 @@ def test_report_refuses_a_mixed_temperature_pool_naming_the_key(tmp_path, capsys
     assert f"{b} vs {a}: sampling.temperature differs (0.0 vs 0.7)" in err
     assert "pass --force" in err and not (a / "report.json").exists()
     assert main(["report", str(a), str(b), "--force"]) == 0
-    report = json.loads((a / "report.json").read_text())
+    assert "wrote " in capsys.readouterr().out
+    report = pooled(a)
     assert report["forced"] and any("sampling.temperature differs (0.0 vs 0.7)" in w
                                     for w in report["warnings"])
 
@@ -449,8 +466,9 @@ def test_report_carries_provenance_and_a_setup_section(tmp_path):
 def test_old_verdicts_without_finish_reason_read_it_from_the_merge_or_say_na(tmp_path):
     recs = records()
     run = make_run(tmp_path, "old", recs)
-    cfg_text = (run / "config.toml").read_text()
-    (run / "config.toml").write_text(cfg_text.split("[meta]")[0])  # planned before [meta]
+    cfg_text = (run / "config.toml").read_text()  # [meta] that recorded no versions, no git
+    (run / "config.toml").write_text(cfg_text.split("[meta]")[0] + '[meta]\ngeneration_hash = '
+                                     '"0123456789abcdef"\n[meta.versions]\n[meta.git]\n')
     report = build_report([run])
     assert report["n_cut_at_max_new_tokens"] is None
     md = render_markdown(report)
