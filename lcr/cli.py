@@ -217,7 +217,7 @@ def _status(args) -> int:
 def _rerun(args) -> int:
     from lcr import slurm
     from lcr.io import atomic_write_text
-    from lcr.rundir import config_toml
+    from lcr.provenance import config_toml
 
     rd, cfg = _planned(args)
     if any(o.startswith("judge.") for o in args.overrides):

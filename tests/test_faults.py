@@ -1206,6 +1206,15 @@ def test_no_second_chain_for_work_that_is_queued_or_running(tmp_path):
              "run.name='busy'", "--set", "slurm.executor='slurm'", "--set", "shards.count=2",
              "--set", "debug.unit_delay_s=1.0", "--set", "debug.fail_shards=[0]")
     rd = RunDir(tmp_path / "busy")
+    try:
+        _one_chain_at_a_time(rd)
+    finally:  # leave no job of this run for the next test to queue behind
+        ids = [j for e in json.loads(rd.jobs_file.read_text())["submissions"]
+               for j in e["jobs"].values()]
+        subprocess.run(["scancel", *sorted({j.split("_")[0] for j in ids})], check=False)
+
+
+def _one_chain_at_a_time(rd: RunDir) -> None:
     first = jobs_of(rd, "generate")
     wait_until(lambda: sacct_states(first[0]).get(first[0]) == "FAILED", 300, "shard 0 failed")
     assert sacct_states(first[1]).get(first[1]) in ("PENDING", "RUNNING")

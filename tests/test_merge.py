@@ -10,7 +10,8 @@ from lcr.config import Config
 from lcr.io import atomic_write_json, atomic_write_jsonl, read_jsonl, write_done
 from lcr.merge import merge_run
 from lcr.plan import make_plan
-from lcr.rundir import RunDir, config_toml, plan_units
+from lcr.provenance import config_toml
+from lcr.rundir import RunDir, plan_units
 from lcr.rundir import keys_sha as units_sha
 
 

@@ -12,6 +12,7 @@ from lcr.interval import METHOD as CI_METHOD
 from lcr.interval import t_interval
 from lcr.io import atomic_write_jsonl
 from lcr.judge import identity
+from lcr.provenance import config_toml
 from lcr.render import _bars, wrap_label
 from lcr.report import (
     ReportError,
@@ -21,7 +22,7 @@ from lcr.report import (
     run_compare,
     run_report,
 )
-from lcr.rundir import RunDir, RunDirError, config_toml
+from lcr.rundir import RunDir, RunDirError
 from lcr.stats import cluster_bootstrap
 
 CATEGORIES = ["legal", "finance", "academia", "government", "marketing"]
