@@ -7,7 +7,7 @@
     rd.generate_done(spec)           # its done marker, if it vouches for those units
 
 Every stage reads its inputs through this module and writes through lcr.io, so the contract
-(DESIGN.md's run directory, kept in the README) has one home and no stage imports another.
+(the README's "Run directory (the contract)") has one home and no stage imports another.
 A done marker counts only when it covers exactly the units it claims: a plan that changed
 since, or a marker copied from elsewhere, is not done.
 """

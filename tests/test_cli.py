@@ -89,3 +89,10 @@ def test_sbatch_scripts_call_the_one_cli():
     for script in (REPO / "sbatch").glob("*.sbatch"):
         text = script.read_text()
         assert "-m lcr.cli " in text and "-m lcr.generate" not in text, script.name
+
+
+def test_commands_printed_for_copying_quote_their_paths(tmp_path, capsys):
+    rd, cfg, plan = make_run(tmp_path / "with space")
+    generate_all(rd, cfg, plan, skip={plan["shards"][0]["units"][0]["key"]})
+    assert main(["merge", str(rd.path)]) == 1
+    assert f"`lcr rerun '{rd.path}'`" in capsys.readouterr().out

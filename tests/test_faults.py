@@ -5,8 +5,8 @@
 One test, or one row of a table, per case of the README's "Failure handling" section, which
 names the test of every row (test_readme_table_names_real_tests keeps the two in step). Each
 asserts the message the user sees and that nothing written was lost or written twice. The
-user-facing entry points are driven: `lcr.cli.main` (the `lcr` console script), `python -m
-lcr.generate`, `python -m lcr.judge`, and the real local Slurm cluster where one is needed.
+user-facing entry points are driven: `lcr.cli.main` (the `lcr` console script, in this process
+or as `python -m lcr.cli`), and the real local Slurm cluster where one is needed.
 """
 
 import errno

@@ -5,6 +5,7 @@ Each test drives the `lcr` command as a user would; jobs run the real vLLM CPU e
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -82,7 +83,10 @@ def assert_complete(rd: RunDir):
 
 def test_demo_runs_the_whole_pipeline_on_slurm(tmp_path):
     proc = lcr("demo", "--set", f"run.root={str(tmp_path)!r}", timeout=1200)
-    assert "local Slurm cluster up" in proc.stdout
+    assert "local Slurm cluster up; in another terminal: export SLURM_CONF=" in proc.stdout
+    # the wait shows progress, stage by stage, instead of a silent minute
+    assert re.search(r"\[ *\d+ s\] generate \d/3.*; merge \d/1; judge \d/2; report \d/1",
+                     proc.stdout), proc.stdout
     assert "report: " in proc.stdout and "accuracy " in proc.stdout
     assert "random weights" in proc.stdout
     rd = RunDir(tmp_path / "demo")
