@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lcr.config import Config, CostSection
+from lcr.rundir import by_set
 from lcr.window import Capacity, SetDemand, Window, order_sets
 
 MTOK = 1_000_000
@@ -167,12 +168,9 @@ def set_demands(units: list[dict], qinfo: dict[str, dict], max_new_tokens: int,
     A set's shared prefix is what every one of its prompts shares: the documents when it holds
     several questions, the whole prompt when one question runs with several seeds or samples.
     """
-    by_set: dict[str, list[dict]] = {}
-    for u in units:
-        if qinfo[u["question_id"]].get("status", "ok") == "ok":
-            by_set.setdefault(u["document_set_id"], []).append(u)
+    runnable = [u for u in units if qinfo[u["question_id"]].get("status", "ok") == "ok"]
     out = []
-    for set_id, members in by_set.items():
+    for set_id, members in by_set(runnable).items():
         qs = {u["question_id"] for u in members}
         prompts = [qinfo[u["question_id"]]["prompt_tokens"] for u in members]
         if len(qs) > 1:
@@ -271,11 +269,7 @@ def pack(groups: list[list[dict]], count: int, cost_of) -> list[list[dict]]:
 
 def replica_parts(shard: dict, parts: int, qinfo: dict, cfg: Config) -> list[list[dict]]:
     """A shard's units between replica engines: whole sets, packed by the cost model."""
-    groups: dict[str, list[dict]] = {}
-    for u in shard["units"]:
-        groups.setdefault(u["document_set_id"], []).append(u)
-
     def cost_of(g):
         return units_cost(g, qinfo, cfg).seconds
 
-    return pack(list(groups.values()), parts, cost_of)
+    return pack(list(by_set(shard["units"]).values()), parts, cost_of)

@@ -140,9 +140,6 @@ class Engine:
         return [(o.request_id, _completion(o)) for o in self.llm.llm_engine.step()
                 if o.finished]
 
-    def busy(self) -> bool:
-        return self.llm.llm_engine.has_unfinished_requests()
-
     def _run(self, call, inputs: list, params: list) -> list[Completion]:
         if not inputs:
             return []

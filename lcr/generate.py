@@ -24,7 +24,7 @@ from lcr.config import Config
 from lcr.cost import replica_parts
 from lcr.feed import feed, make_group
 from lcr.io import ShardWriter, StorageError, read_done, sha256_file, write_done
-from lcr.rundir import RunDir, keys_sha, prompt_id, prompts_sha, quoted
+from lcr.rundir import RunDir, by_set, keys_sha, prompt_id, prompts_sha, quoted
 from lcr.window import Capacity
 
 
@@ -166,12 +166,9 @@ def _fields(c) -> dict:
 
 def _groups(run_dir: RunDir, cfg: Config, qinfo: dict, units: list[dict], engine):
     """The shard's units as one group per document set, and the window's capacity."""
-    by_set: dict[str, list[dict]] = {}
-    for u in units:
-        by_set.setdefault(u["document_set_id"], []).append(u)
     ids: dict[str, list[int]] = {}
     groups = []
-    for set_id, members in by_set.items():
+    for set_id, members in by_set(units).items():
         prompts = []
         for u in members:
             q = qinfo[u["question_id"]]

@@ -17,7 +17,7 @@ from lcr.config import Config, ConfigError
 from lcr.cost import pack, replica_parts, units_cost
 from lcr.io import atomic_write_json, atomic_write_text
 from lcr.provenance import config_toml
-from lcr.rundir import RunDir, fixed_differences, plan_units, unit_key
+from lcr.rundir import RunDir, by_set, fixed_differences, plan_units, unit_key
 
 
 def make_units(questions: list[dict], seeds: list[int], n: int) -> list[dict]:
@@ -71,10 +71,7 @@ def assign(units: list[dict], count: int, policy: str, qinfo: dict, cfg: Config,
     def cost_of(group):
         return units_cost(group, qinfo, cfg).seconds
 
-    groups: dict[str, list[dict]] = {}
-    for u in units:
-        groups.setdefault(u["document_set_id"], []).append(u)
-    items = list(groups.values())
+    items = list(by_set(units).values())
     while len(items) < count:
         splittable = [g for g in items if len(_split(g)) > 1]
         if not splittable:

@@ -155,6 +155,14 @@ def _holds(path: Path, sha: str) -> bool:
         return False
 
 
+def by_set(units: list[dict]) -> dict[str, list[dict]]:
+    """Units grouped by document set, sets in order of first appearance."""
+    groups: dict[str, list[dict]] = {}
+    for u in units:
+        groups.setdefault(u["document_set_id"], []).append(u)
+    return groups
+
+
 def plan_units(plan: dict) -> list[dict]:
     return [u for s in plan["shards"] for u in s["units"]]
 
