@@ -96,6 +96,7 @@ class VllmBackend(Backend):
                 tensor_parallel_size=j.tensor_parallel_size, max_model_len=j.max_model_len,
                 kv_cache_memory_bytes=j.kv_cache_memory_bytes
                 or self.cfg.engine.kv_cache_memory_bytes,
+                shared_prefix_attention=False,  # judge prompts share no long prefix
             )
         greedy = SimpleNamespace(temperature=0.0, top_p=1.0, top_k=-1,
                                  max_new_tokens=j.max_new_tokens)

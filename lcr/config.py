@@ -83,6 +83,13 @@ class CostSection:
     step_seq_s: float = 0.0000533  # decode step: per sequence in the batch
     step_ctx_s: float = 0.01559  # decode step: per million context tokens the sequences attend
     step_shared_s: float = 0.02428  # decode step: per million shared-prefix tokens per set
+    # The same decode step with shared-prefix attention (engine.shared_prefix_attention): a set
+    # of two or more sequences reads its shared prefix once (spa_prefix_s per million prefix
+    # tokens per set), and each sequence only its own rest (spa_ctx_s per million tokens).
+    spa_step_s: float = 0.005  # fixed part (weights, attention outside the CUDA graphs)
+    spa_step_seq_s: float = 0.00006  # per sequence in the batch
+    spa_ctx_s: float = 0.0156  # per million context tokens past each sequence's shared prefix
+    spa_prefix_s: float = 0.031  # per million shared-prefix tokens, once per set in flight
     kv_tokens: int = 891392  # KV cache the planner assumes (H200, 0.9 of memory; an 80 GB H100
     # holds roughly half); generate reads the real one from the engine
     block_tokens: int = 16  # KV block size the planner assumes
@@ -109,6 +116,9 @@ class EngineSection:
     seed: int = 0  # engine seed
     batch_sets: int | str = "auto"  # sets in flight: "auto" = as many as the KV cache holds
     compile_cache: str = "auto"  # "auto": $VLLM_CACHE_ROOT, else RUN_ROOT/.vllm-cache; "": vLLM's
+    # Read each document set's shared prefix once per decode step for all its sequences
+    # (lcr.shared_prefix): "auto" = where it can run (CUDA, FlashAttention 3), true, or false.
+    shared_prefix_attention: bool | str = "auto"
 
 
 @dataclass
@@ -341,6 +351,10 @@ def validate(cfg: Config) -> None:
     for key in cfg.slurm.extra:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", key):
             raise ConfigError(f"slurm.extra key {key!r} is not an sbatch option name")
+    spa = cfg.engine.shared_prefix_attention
+    if spa not in ("auto", True, False) or not isinstance(spa, (bool, str)):
+        raise ConfigError(f"engine.shared_prefix_attention = {spa!r}; expected \"auto\", "
+                          "true or false")
     bs = cfg.engine.batch_sets
     if bs != "auto" and not (isinstance(bs, int) and bs >= 1):
         raise ConfigError(f"engine.batch_sets = {bs!r}; expected \"auto\" or a whole number >= 1")

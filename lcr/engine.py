@@ -83,10 +83,25 @@ class Engine:
             # (No torch.cuda probe here: it would initialise CUDA before vLLM forks.)
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
+        self.shared_prefix = self._attention(model, e, overrides)
         self.kwargs = engine_kwargs(model, e, **overrides)
+        if self.shared_prefix == "on":
+            self.kwargs["attention_backend"] = "CUSTOM"
         log.info("starting vLLM engine: %s", self.kwargs)
         self.llm = LLM(**self.kwargs)
         self.max_model_len = self.kwargs["max_model_len"]
+
+    @staticmethod
+    def _attention(model: str, e: EngineSection, overrides: dict) -> str:
+        """"on", or why shared-prefix attention is off (lcr.shared_prefix.support)."""
+        from lcr.shared_prefix.plugin import register
+        from lcr.shared_prefix.support import resolve
+
+        e = dataclasses.replace(e, **{k: v for k, v in overrides.items() if hasattr(e, k)})
+        on, why = resolve(e, model)
+        if on:
+            register()  # this process too (an in-process engine loads no entry points)
+        return why
 
     def params(self, sampling, seed: int | None = None, max_tokens: int | None = None):
         """vLLM SamplingParams from a [sampling]-like object (temperature, top_p, top_k, ...)."""

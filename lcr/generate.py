@@ -33,6 +33,7 @@ class Progress:
         self.label, self.total, self.done = label, total, already
         self.start = time.time()
         self.engine_start_s = 0.0
+        self.attention = ""  # shared-prefix attention: "on", or why it is off
         self.prompt = self.cached = self.output = 0
 
     def add(self, records: list[dict]) -> None:
@@ -56,6 +57,7 @@ class Progress:
         return {
             "elapsed_s": round(dt, 3),
             "engine_start_s": self.engine_start_s,
+            "shared_prefix_attention": self.attention,
             "prompt_tokens": self.prompt,
             "cached_tokens": self.cached,
             "output_tokens": self.output,
@@ -127,9 +129,11 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
                 return engine.params(cfg.sampling, seed=u["seed"] * 1000 + u["sample"],
                                      max_tokens=u.get("max_tokens"))
 
+            progress.attention = getattr(engine, "shared_prefix", "")
+            mode = "shared_prefix" if progress.attention == "on" else "stock"
             for u, c in feed(engine, groups, cap, params_of):
                 rec = _record(u, qinfo[u["question_id"]], cfg, shard, part, run_hash,
-                              **_fields(c))
+                              attention=mode, **_fields(c))
                 writer.append(rec)
                 progress.add([rec])
                 if cfg.debug.unit_delay_s:

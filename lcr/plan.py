@@ -190,7 +190,9 @@ def greedy_seeds_warning(plan: dict, qinfo: dict, cfg: Config) -> str | None:
 def plan_run(cfg: Config, force: bool = False, log=print) -> tuple[RunDir, dict, list[dict]]:
     """Prepare and plan a run directory: config.toml, questions.jsonl, prompts/, plan.json."""
     from lcr.prepare import prepare
+    from lcr.shared_prefix.support import check_plan as check_attention
 
+    check_attention(cfg.engine, cfg.model.path)
     run_dir = RunDir(cfg.run_dir)
     if run_dir.exists() and not force:
         diffs = fixed_differences(run_dir.load_config()[0], cfg)

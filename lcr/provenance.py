@@ -48,6 +48,19 @@ def judge_counts(records: list[dict]) -> dict:
     return {"n_judge_errors": errors, "n_unparsed": invalid - errors}
 
 
+def attention_modes(run_dir: str | Path) -> dict:
+    """How many answers each attention made ("shared_prefix", "stock"), from merged.jsonl."""
+    merged_file = RunDir(run_dir).merged_file
+    if not merged_file.exists():
+        return {}
+    counts: dict[str, int] = {}
+    for m in read_jsonl(merged_file).records:
+        if m.get("status") == "ok":
+            mode = m.get("attention", "not recorded")
+            counts[mode] = counts.get(mode, 0) + 1
+    return counts
+
+
 def run_setup(run_dir: str | Path, cfg: Config, meta: dict, records: list[dict]) -> dict:
     """Everything about one run that a reader needs to reproduce or trust its number."""
     reasons = finish_reasons(run_dir, records)
@@ -62,6 +75,7 @@ def run_setup(run_dir: str | Path, cfg: Config, meta: dict, records: list[dict])
                  "protocol": cfg.data.protocol, "too_long": cfg.data.too_long},
         "sampling": dataclasses.asdict(cfg.sampling),
         "engine": dataclasses.asdict(cfg.engine),
+        "attention": attention_modes(run_dir),
         **judge_counts(records),
         "n_cut_at_max_new_tokens": (None if reasons is None
                                     else sum(reason == "length" for reason in reasons)),
@@ -111,6 +125,8 @@ def setup_markdown(r: dict) -> str:
         ("too_long policy", [s["data"]["too_long"] for s in setups]),
         ("sampling", [_settings(s["sampling"]) for s in setups]),
         ("engine", [_settings(s["engine"]) for s in setups]),
+        ("attention (answers made by each)",
+         [_settings(s.get("attention") or {}) or "not recorded" for s in setups]),
         ("package versions", [_versions(s["versions"]) for s in setups]),
         ("git commit", [_git(s["git"]) for s in setups]),
         ("generation hash", [s["generation_hash"] or "not recorded" for s in setups]),

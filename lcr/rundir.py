@@ -57,7 +57,7 @@ CHANGEABLE_AFTER_PLANNING: dict[str, tuple[str, ...] | None] = {
     "engine": ("tensor_parallel_size", "replicas", "gpu_memory_utilization",
                "kv_cache_memory_bytes", "enable_prefix_caching", "enable_chunked_prefill",
                "max_num_batched_tokens", "max_num_seqs", "enforce_eager", "batch_sets",
-               "compile_cache", "seed"),
+               "compile_cache", "seed", "shared_prefix_attention"),
 }
 
 

@@ -1,0 +1,196 @@
+"""GPU checks of shared-prefix attention: the attention itself, and greedy decoding.
+
+    python -m lcr.shared_prefix.check ops --json ops.json     # one layer, FA3, random KV
+    lcr bench JOB --greedy 256 ...                            # greedy tokens, both attentions
+
+`ops` builds a paged KV cache of random bf16 data with document-set groups (Llama-3.1-8B head
+shapes), runs stock FlashAttention 3 and the split on it, and prints the relative error between
+them and against an fp32 reference, and each one's time (CUDA events, median). The greedy
+check gives the engine random normal(0, 0.02) weights (vLLM's dummy weights are so small that
+every logit ties), decodes the first sets of the bench workload greedily with each attention
+and counts the tokens that agree position by position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from lcr.shared_prefix.plan import plan_groups
+from lcr.shared_prefix.split import split_attention
+from lcr.shared_prefix.support import MIN_SHARED_BLOCKS
+
+HEADS, KV_HEADS, DIM, BLOCK = 32, 8, 128, 16
+
+
+def reinit_weights(model: torch.nn.Module) -> int:
+    """Normal(0, 0.02) weights, norms at 1, the same in every engine (seeded by name)."""
+    n = 0
+    for name, p in sorted(model.named_parameters()):
+        g = torch.Generator(device=p.device).manual_seed(sum(map(ord, name)) * 7919 + n)
+        with torch.no_grad():
+            if "norm" in name:
+                p.fill_(1.0)
+            elif p.is_floating_point():
+                p.copy_(torch.randn(p.shape, generator=g, device=p.device,
+                                    dtype=torch.float32).mul_(0.02))
+        n += 1
+    return n
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> dict:
+    """Position-by-position agreement of two sets of greedy continuations."""
+    same = total = first = 0
+    for x, y in zip(a, b):
+        total += max(len(x), len(y))
+        same += sum(u == v for u, v in zip(x, y))
+        first += next((i for i, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+    return {"tokens": total, "agree": same, "share": round(same / total, 4) if total else None,
+            "mean_tokens_before_first_difference": round(first / max(len(a), 1), 1)}
+
+
+def _batch(groups: int, seqs: int, prefix: int, suffix: int, lone: int, seed: int):
+    """Block tables and lengths: `groups` sets of `seqs` decoding sequences on `prefix`-token
+    documents (block 0, a chat header, shared by all), plus `lone` unshared sequences."""
+    pblocks, sblocks = prefix // BLOCK, -(-(suffix + 1) // BLOCK)
+    tables, lens, nxt = [], [], 1
+    for _ in range(groups):
+        docs = [0] + list(range(nxt, nxt + pblocks - 1))
+        nxt += pblocks - 1
+        for _ in range(seqs):
+            tables.append(docs + list(range(nxt, nxt + sblocks)))
+            nxt += sblocks
+            lens.append(pblocks * BLOCK + suffix + 1)
+    for _ in range(lone):
+        tables.append([0] + list(range(nxt, nxt + pblocks + sblocks - 1)))
+        nxt += pblocks + sblocks - 1
+        lens.append(pblocks * BLOCK + suffix + 1)
+    order = torch.randperm(len(tables), generator=torch.Generator().manual_seed(seed)).tolist()
+    width = max(map(len, tables))
+    bt = torch.zeros((len(tables), width), dtype=torch.int32)
+    for row, i in enumerate(order):
+        bt[row, : len(tables[i])] = torch.tensor(tables[i], dtype=torch.int32)
+    return bt, torch.tensor([lens[i] for i in order], dtype=torch.int32), nxt
+
+
+def _time(fn, reps: int = 20) -> float:
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return sorted(times)[len(times) // 2]
+
+
+def check_shape(groups: int, seqs: int, prefix: int, suffix: int = 300, lone: int = 0,
+                seed: int = 0) -> dict:
+    from vllm.v1.attention.backends.fa_utils import flash_attn_varlen_func
+    from vllm.v1.attention.ops.merge_attn_states import merge_attn_states
+
+    dev = torch.device("cuda")
+    bt, seq_lens, nblocks = _batch(groups, seqs, prefix, suffix, lone, seed)
+    bt, seq_lens = bt.to(dev), seq_lens.to(dev)
+    r = bt.shape[0]
+    g = torch.Generator(device=dev).manual_seed(seed)
+    raw = torch.randn((nblocks, BLOCK, KV_HEADS, 2 * DIM), generator=g, device=dev,
+                      dtype=torch.bfloat16)
+    key_cache, value_cache = raw.split(DIM, dim=-1)  # vLLM's FA layout: strided views
+    q = torch.randn((r, HEADS, DIM), generator=g, device=dev, dtype=torch.bfloat16)
+    qsl = torch.arange(r + 1, device=dev, dtype=torch.int32)
+    max_len = int(seq_lens.max())
+    scale = DIM**-0.5
+
+    def varlen(q_, k, v, out, cu, used, mq, mk, table, causal, splits):
+        return flash_attn_varlen_func(q=q_, k=k, v=v, out=out, cu_seqlens_q=cu, max_seqlen_q=mq,
+                                      seqused_k=used, max_seqlen_k=mk, softmax_scale=scale,
+                                      causal=causal, block_table=table, return_softmax_lse=True,
+                                      fa_version=3, num_splits=splits)
+
+    def stock():
+        return flash_attn_varlen_func(q=q, k=key_cache, v=value_cache, cu_seqlens_q=qsl,
+                                      max_seqlen_q=1, seqused_k=seq_lens, max_seqlen_k=max_len,
+                                      softmax_scale=scale, causal=True, block_table=bt,
+                                      fa_version=3)
+
+    def plan():
+        return plan_groups(bt, seq_lens, qsl, r, BLOCK, math.ceil(max_len / BLOCK),
+                           MIN_SHARED_BLOCKS)
+
+    p = plan()
+    splits = max(1, min(32, math.ceil(2 * 132 / (max(int(p.stats[0]), 1) * KV_HEADS))))
+    out = torch.full_like(q, float("nan"))
+
+    def split(n=splits):
+        return split_attention(q, key_cache, value_cache, out, p, qsl, 1, max_len, bt, varlen,
+                               merge_attn_states, n)
+
+    ref_stock, got = stock(), split().clone()
+    rows = list(range(0, r, max(1, r // 6)))[:6]  # an fp32 reference on a few sequences
+    ref = torch.stack([_reference(q[i], key_cache, value_cache, bt[i], int(seq_lens[i]), scale)
+                       for i in rows])
+    res = {"groups": groups, "seqs": seqs, "prefix": prefix, "lone": lone,
+           "grouped": p.stats.tolist(), "splits": splits,
+           "rel_err_vs_stock": _rel(got, ref_stock),
+           "rel_err_vs_fp32": _rel(got[rows], ref), "stock_rel_err_vs_fp32": _rel(
+               ref_stock[rows], ref), "nan": bool(torch.isnan(got).any()),
+           "stock_ms": round(_time(stock), 3), "split_ms": round(_time(split), 3),
+           "split_auto_splits_ms": round(_time(lambda: split(0)), 3),
+           "plan_ms": round(_time(plan), 3)}
+    kv_bytes = 2 * KV_HEADS * DIM * 2
+    res["prefix_once_ms_at_4.3TBps"] = round(
+        groups * prefix * kv_bytes / 4.3e12 * 1e3, 3)
+    return res
+
+
+def _reference(q, key_cache, value_cache, row, n, scale):
+    blocks = row[: -(-n // BLOCK)].long()
+    k = key_cache[blocks].reshape(-1, KV_HEADS, DIM)[:n].float()
+    v = value_cache[blocks].reshape(-1, KV_HEADS, DIM)[:n].float()
+    k, v = (x.repeat_interleave(HEADS // KV_HEADS, dim=1) for x in (k, v))
+    w = torch.softmax(torch.einsum("hd,khd->hk", q.float(), k) * scale, dim=-1)
+    return torch.einsum("hk,khd->hd", w, v).to(q.dtype)
+
+
+def _rel(a, b) -> float:
+    return round(float((a.float() - b.float()).norm() / b.float().norm()), 6)
+
+
+SHAPES = [(5, 12, 100_000), (9, 10, 94_000), (9, 3, 94_000), (1, 1, 100_000), (10, 12, 33_000),
+          (4, 9, 100_000, 300, 6)]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lcr.shared_prefix.check")
+    ap.add_argument("what", choices=["ops"])
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    rows = []
+    for shape in SHAPES:
+        rows.append(check_shape(*shape))
+        print(json.dumps(rows[-1]), flush=True)
+    ok = all(r["rel_err_vs_stock"] <= 1e-2 and not r["nan"] for r in rows)
+    print(f"{'groups x seqs, prefix':<24}{'stock ms':>9}{'split ms':>9}{'auto-split':>11}"
+          f"{'once@4.3':>9}{'rel err':>9}{'vs fp32':>9}")
+    for r in rows:
+        print(f"{r['groups']} x {r['seqs']} (+{r['lone']}), {r['prefix']:,}".ljust(24)
+              + f"{r['stock_ms']:>9}{r['split_ms']:>9}{r['split_auto_splits_ms']:>11}"
+              f"{r['prefix_once_ms_at_4.3TBps']:>9}{r['rel_err_vs_stock']:>9.1e}"
+              f"{r['rel_err_vs_fp32']:>9.1e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    print("ops check:", "PASS" if ok else "FAIL (relative error above 1e-2 or NaN)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

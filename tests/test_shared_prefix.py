@@ -1,0 +1,146 @@
+"""Shared-prefix attention on the CPU: the grouping, and prefix-once + suffix + merge against
+full causal attention (plain PyTorch kernels; the GPU check is lcr.shared_prefix.check)."""
+
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from attention_reference import merge, paged_varlen  # noqa: E402
+
+from lcr.shared_prefix.plan import plan_groups  # noqa: E402
+from lcr.shared_prefix.split import split_attention  # noqa: E402
+
+BLOCK, MIN_BLOCKS, HEADS, KV_HEADS, DIM = 4, 3, 8, 2, 16
+
+
+class Batch:
+    """Requests as (block ids, context tokens, query tokens), with a random paged KV cache."""
+
+    def __init__(self, requests, pad_tokens=0, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.n = len(requests)
+        width = max(len(b) for b, _, _ in requests) + 2
+        self.table = torch.zeros((self.n, width), dtype=torch.int32)
+        lens, qlens = [], []
+        for i, (blocks, ctx, q) in enumerate(requests):
+            assert -(-(ctx + q) // BLOCK) <= len(blocks)
+            self.table[i, : len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+            self.table[i, len(blocks):] = 999  # stale ids past the end must not matter
+            lens.append(ctx + q)
+            qlens.append(q)
+        self.seq_lens = torch.tensor(lens, dtype=torch.int32)
+        self.qsl = torch.zeros(self.n + 1, dtype=torch.int32)
+        self.qsl[1:] = torch.cumsum(torch.tensor(qlens), 0)
+        self.tokens = int(self.qsl[-1]) + pad_tokens
+        blocks = int(self.table[self.table < 999].max()) + 1
+        self.k = torch.randn((blocks, BLOCK, KV_HEADS, DIM), generator=g)
+        self.v = torch.randn((blocks, BLOCK, KV_HEADS, DIM), generator=g)
+        self.q = torch.randn((self.tokens, HEADS, DIM), generator=g)
+        self.max_blocks = -(-int(self.seq_lens.max()) // BLOCK)
+
+    def plan(self):
+        return plan_groups(self.table, self.seq_lens, self.qsl, self.tokens, BLOCK,
+                           self.max_blocks, MIN_BLOCKS)
+
+    def full(self):
+        out, _ = paged_varlen(self.q, self.k, self.v, None, self.qsl, self.seq_lens,
+                              int((self.qsl[1:] - self.qsl[:-1]).max()), int(self.seq_lens.max()),
+                              self.table, causal=True)
+        return out[: int(self.qsl[-1])]
+
+    def split(self, plan):
+        out = torch.full_like(self.q, float("nan"))
+        split_attention(self.q, self.k, self.v, out, plan, self.qsl,
+                        int((self.qsl[1:] - self.qsl[:-1]).max()), int(self.seq_lens.max()),
+                        self.table, paged_varlen, merge)
+        return out[: int(self.qsl[-1])]
+
+
+def own(start, n):
+    return list(range(start, start + n))
+
+
+# Every prompt starts with the same chat-header block 1, as real chat prompts do.
+A = [1, 10, 11, 12, 13]  # group A's documents: 5 blocks
+B = [1, 20, 21, 22]  # group B's: 4 blocks
+MIXED = [
+    (A + own(100, 3), 5 * BLOCK + 9, 1),  # a1
+    (B + own(110, 2), 4 * BLOCK + 3, 1),  # b1
+    ([1] + own(120, 6), 20, 1),  # lone: only the header block is shared
+    (A + own(130, 2), 5 * BLOCK + 2, 1),  # a2
+    (A + own(140, 2), 5 * BLOCK + 1, 3),  # a prefill chunk on A's blocks: suffix only
+    (A[:4] + own(150, 2), 4 * BLOCK + 2, 1),  # a3: holds only 4 of A's blocks
+    (B + own(160, 1), 4 * BLOCK + 1, 1),  # b2
+    ([1, 10] + own(170, 3), 9, 1),  # shares 2 blocks with A: fewer than MIN_BLOCKS
+]
+
+
+def test_groups_are_found_by_their_shared_blocks_in_any_order():
+    b = Batch(MIXED, pad_tokens=2)
+    p = b.plan()
+    assert p.stats.tolist() == [2, 5]  # groups, grouped requests
+    # entry 0 leads A (a1, a2, a3: A's shared part is the 4 blocks a3 also holds), entry 1 B
+    assert p.prefix_lens.tolist() == [4 * BLOCK, 4 * BLOCK, 0, 0, 0, 0, 0, 0]
+    assert p.cu_prefix.tolist() == [0, 3, 5, 5, 5, 5, 5, 5, 5]
+    q_start = b.qsl.tolist()
+    assert p.q_index[:5].tolist() == [q_start[0], q_start[3], q_start[5], q_start[1], q_start[6]]
+    # each grouped token reads its prefix row; the rest (prefill, lone, padding) none (= R)
+    src = p.token_src.tolist()
+    assert [src[q_start[i]] for i in (0, 3, 5, 1, 6)] == [0, 1, 2, 3, 4]
+    assert [src[t] for t in range(q_start[4], q_start[5])] == [8, 8, 8]
+    assert src[q_start[2]] == src[q_start[7]] == 8 and src[-2:] == [8, 8]
+    assert p.suffix_lens.tolist() == [
+        int(s) - (4 * BLOCK if i in (0, 1, 3, 5, 6) else 0) for i, s in enumerate(b.seq_lens)]
+    assert p.suffix_table[0, :3].tolist() == [13, 100, 101]  # a1 past its 4 shared blocks
+
+
+def test_a_shared_chat_header_alone_makes_no_group():
+    reqs = [([1] + own(10 * i, 5), 18, 1) for i in range(1, 5)]
+    p = Batch(reqs).plan()
+    assert p.stats.tolist() == [0, 0] and int(p.prefix_lens.sum()) == 0
+
+
+def test_lone_sequences_and_prefills_make_no_group():
+    reqs = [(A + own(100, 2), 5 * BLOCK + 2, 1), (A + own(110, 2), 5 * BLOCK + 1, 4)]
+    assert Batch(reqs).plan().stats.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_split_equals_full_causal_attention(pad):
+    b = Batch(MIXED, pad_tokens=pad, seed=pad)
+    torch.testing.assert_close(b.split(b.plan()), b.full(), rtol=1e-5, atol=1e-5)
+
+
+def test_split_without_any_group_is_plain_attention():
+    reqs = [(own(10 * i, 6), 17 + i, 1) for i in range(1, 5)]
+    b = Batch(reqs, seed=3)
+    torch.testing.assert_close(b.split(b.plan()), b.full(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_equals_full_on_random_batches(seed):
+    """Several sets with their own prefix lengths, seeds of one question sharing even more,
+    suffixes of different lengths, a few prefill chunks, all shuffled."""
+    rng = random.Random(seed)
+    reqs, next_block = [], 200
+    for _ in range(rng.randint(1, 4)):
+        docs = [1] + own(next_block, rng.randint(MIN_BLOCKS, 9))
+        next_block += 20
+        for _ in range(rng.randint(1, 5)):
+            question = own(next_block, rng.randint(1, 3))
+            next_block += 3
+            for _ in range(rng.randint(1, 3)):  # seeds: the same prompt, own answer blocks
+                answer = own(next_block, 3)
+                next_block += 3
+                prompt = docs + question
+                ctx = (len(prompt) - 1) * BLOCK + rng.randint(1, BLOCK) + rng.randint(0, 7)
+                q = 1 if rng.random() < 0.85 else rng.randint(2, 4)
+                blocks = prompt + answer
+                ctx = min(ctx, len(blocks) * BLOCK - q)
+                reqs.append((blocks, ctx, q))
+    rng.shuffle(reqs)
+    b = Batch(reqs, pad_tokens=rng.randint(0, 2), seed=seed)
+    p = b.plan()
+    torch.testing.assert_close(b.split(p), b.full(), rtol=1e-5, atol=1e-5)
