@@ -128,8 +128,12 @@ def _bench_args(sp) -> None:
     sp.add_argument("config", nargs="?", default=None, help="engine/model config (TOML)")
     sp.add_argument("--scale", type=float, default=1.0,
                     help="shrink the workload: fraction of sets and of document length")
-    sp.add_argument("--policies", default="document_set,round_robin,contiguous,random,no_reuse",
-                    help="sharding policies to measure, comma-separated")
+    sp.add_argument("--policies", default="document_set,naive,round_robin,contiguous,random,"
+                    "no_reuse", help="what to measure, comma-separated: sharding policies, and "
+                    "naive (the peer: every unit of a shard in one generate call, on an engine "
+                    "with shared_prefix_attention off)")
+    sp.add_argument("--sets", type=int, default=0,
+                    help="keep only the workload's first N document sets (0 = all)")
     sp.add_argument("--shards", type=int, default=4, help="shards per policy")
     sp.add_argument("--layouts", default="",
                     help="node layouts to time on the whole workload, replicas x TP, e.g. "
@@ -139,13 +143,15 @@ def _bench_args(sp) -> None:
                          "questions.jsonl); jobs/bench-aalcr-real holds the real AA-LCR ones")
     sp.add_argument("--output-tokens", default=None, metavar="N|lognormal:MEDIAN:SIGMA:MAX",
                     help="tokens each answer decodes (ignore_eos): a fixed N, or a log-normal "
-                         "length per unit capped at MAX (the budget); default: "
+                         "length per unit capped at MAX (the budget); several, comma-separated, "
+                         "run one after the other on each engine; default: "
                          "sampling.max_new_tokens")
     sp.add_argument("--like", default=None, metavar="JOB",
                     help="take sampling.seeds, n and max_new_tokens from this job file")
     sp.add_argument("--calibrate", action="store_true",
-                    help="measure prefill and decode steps first, fit the [cost] constants "
-                         "(printed) and predict with them")
+                    help="measure prefill and decode steps on the first engine set, fit the "
+                         "[cost] constants of its attention (printed) and predict with them; "
+                         "later engine sets reuse its prefill table")
     sp.add_argument("--calibrate-steps", type=int, default=128,
                     help="decode steps per calibration measurement")
     sp.add_argument("--calibration", default=None, metavar="FILE",
@@ -155,8 +161,14 @@ def _bench_args(sp) -> None:
                     help="skip the bandwidth probe and the floor")
     sp.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE;...",
                     help="an engine variant to measure (repeatable), e.g. "
-                         "\"max_num_batched_tokens=32768\" or \"kv_cache_dtype='fp8'\"")
-    sp.add_argument("--out", default=None, help="work folder (default /tmp/lcr-bench)")
+                         "\"max_num_batched_tokens=32768\" or \"kv_cache_dtype='fp8'\"; a "
+                         "last item policies=A,B runs only those on it")
+    sp.add_argument("--greedy", type=int, default=0, metavar="N",
+                    help="after each engine's runs, decode the first 3 sets greedily for N "
+                         "tokens with random weights and compare with the other attention's "
+                         "tokens (OUT/greedy-*.json)")
+    sp.add_argument("--out", default=None,
+                    help="work folder (default: lcr-bench-$USER in the temporary folder)")
     sp.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 

@@ -15,13 +15,16 @@ bandwidth) gives the bench's floor.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lcr.config import Config, CostSection
+from lcr.config import Config, CostSection, EngineSection
 from lcr.rundir import by_set
+from lcr.shared_prefix.support import MIN_SHARED_BLOCKS, static_reasons
 from lcr.window import Capacity, SetDemand, Window, order_sets
 
 MTOK = 1_000_000
@@ -50,17 +53,37 @@ class Batch:
     shared: int = 0  # shared-prefix tokens, counted once per set in flight
     sets: int = 0  # sets in flight
     shared_seqs: int = 0  # shared-prefix tokens, counted once per sequence
+    grouped: int = 0  # shared-prefix tokens once per set that shared-prefix attention groups
+    grouped_seqs: int = 0  # the same, counted once per sequence of those sets
 
     def __add__(self, o: Batch) -> Batch:
-        return Batch(self.seqs + o.seqs, self.context + o.context, self.shared + o.shared,
-                     self.sets + o.sets, self.shared_seqs + o.shared_seqs)
+        return Batch(*(getattr(self, f.name) + getattr(o, f.name)
+                       for f in dataclasses.fields(self)))
 
 
-def decode_step_seconds(b: Batch, cost: CostSection) -> float:
+def decode_step_seconds(b: Batch, cost: CostSection, shared_prefix: bool = False) -> float:
     """A decode step: fixed part (weights), per sequence, per context token read, per shared
-    prefix token (what the sequences of a set re-read from the same blocks)."""
+    prefix token (what the sequences of a set re-read from the same blocks). With shared-prefix
+    attention a grouped set's prefix is read once and each sequence reads only the rest."""
+    if shared_prefix:
+        return (cost.spa_step_s + cost.spa_step_seq_s * b.seqs
+                + cost.spa_ctx_s * (b.context - b.grouped_seqs) / MTOK
+                + cost.spa_prefix_s * b.grouped / MTOK)
     return (cost.step_s + cost.step_seq_s * b.seqs + cost.step_ctx_s * b.context / MTOK
             + cost.step_shared_s * b.shared / MTOK)
+
+
+@functools.lru_cache(maxsize=64)
+def _assumed(setting, kv_cache_dtype: str, model: str) -> bool:
+    engine = EngineSection(shared_prefix_attention=setting, kv_cache_dtype=kv_cache_dtype)
+    return setting is True or (setting == "auto" and not static_reasons(engine, model))
+
+
+def assumes_shared_prefix(cfg: Config) -> bool:
+    """Whether the planner prices decode steps with shared-prefix attention: "auto" counts it
+    on unless this machine already knows it cannot run (the GPU nodes are checked at start)."""
+    e = cfg.engine
+    return _assumed(e.shared_prefix_attention, e.kv_cache_dtype, cfg.model.path)
 
 
 @dataclass
@@ -93,8 +116,9 @@ class _Live:
     def batch(self, offset: float) -> Batch:
         live = [c for c, n in zip(self.ctx, self.left) if n > 0]
         shared = self.d.cached_prefix(self.block)
+        grouped = shared if len(live) >= 2 and shared >= MIN_SHARED_BLOCKS * self.block else 0
         return Batch(len(live), sum(live) + offset * len(live), shared if live else 0,
-                     1 if live else 0, shared * len(live))
+                     1 if live else 0, shared * len(live), grouped, grouped * len(live))
 
 
 def simulate(demands: list[SetDemand], cap: Capacity, prefill: Callable[[int, int], float],
@@ -146,11 +170,11 @@ def simulate(demands: list[SetDemand], cap: Capacity, prefill: Callable[[int, in
 
 
 def predict(demands: list[SetDemand], cost: CostSection, cap: Capacity,
-            chunk_tokens: int = 16384) -> Prediction:
+            chunk_tokens: int = 16384, shared_prefix: bool = False) -> Prediction:
     """Predicted seconds of one engine running these sets in generate's order."""
     return simulate(order_sets(demands, cap.block), cap,
                     lambda new, ctx: prefill_seconds(new, ctx, cost),
-                    lambda b: decode_step_seconds(b, cost), chunk_tokens)
+                    lambda b: decode_step_seconds(b, cost, shared_prefix), chunk_tokens)
 
 
 def capacity_from(cfg: Config) -> Capacity:
@@ -246,7 +270,8 @@ def units_cost(units: list[dict], qinfo: dict[str, dict], cfg: Config) -> Load:
     engine.
     """
     demands = set_demands(units, qinfo, cfg.sampling.max_new_tokens, cfg.cost.output_tokens)
-    p = predict(demands, cfg.cost, capacity_from(cfg), cfg.engine.max_num_batched_tokens)
+    p = predict(demands, cfg.cost, capacity_from(cfg), cfg.engine.max_num_batched_tokens,
+                assumes_shared_prefix(cfg))
     return Load(p.seconds, p.prefill_tokens, p.decode_tokens, p.prefill_s, p.decode_s,
                 p.max_window)
 

@@ -68,13 +68,15 @@ def _filler(rng: random.Random, words: list[str], n: int) -> list[str]:
     return sentences
 
 
-def build_rows_and_documents(seed: int = 0):
-    """CSV rows and {archive path: text} for the sample snapshot."""
+def build_rows_and_documents(seed: int = 0, scale: float = 1.0):
+    """CSV rows and {archive path: text} for the sample snapshot; `scale` multiplies every
+    document's length (jobs/gpu-smoke uses 40: prompts of about 60K-115K Llama-3 tokens)."""
     rng = random.Random(seed)
     words = vocabulary()
     rows, documents = [], {}
     qid = 0
     for set_no, (cat, n_questions, n_docs, doc_words) in enumerate(SETS, start=1):
+        doc_words = round(doc_words * scale)
         category = CATEGORIES[cat]
         set_id = f"{category.split()[0]}_{set_no:02d}"
         filenames = [f"{set_id} part {d + 1}.txt" for d in range(n_docs)]
@@ -124,8 +126,8 @@ class _RawNameInfo(zipfile.ZipInfo):
         return self.filename.encode("cp437"), self.flag_bits
 
 
-def write_snapshot(folder: Path, seed: int = 0) -> None:
-    rows, documents = build_rows_and_documents(seed)
+def write_snapshot(folder: Path, seed: int = 0, scale: float = 1.0) -> None:
+    rows, documents = build_rows_and_documents(seed, scale)
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)

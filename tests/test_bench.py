@@ -17,30 +17,50 @@ def _args(*extra):
 
 
 @pytest.mark.vllm
-def test_bench_calibrates_predicts_and_floors_through_the_generate_path(tmp_path):
+def test_bench_calibrates_predicts_and_floors_through_the_generate_path(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = _args(
-        "--scale", "0.05", "--shards", "2", "--policies", "document_set,no_reuse",
+        "--scale", "0.05", "--shards", "2", "--policies", "document_set,naive,no_reuse",
         "--out", str(tmp_path / "work"), "--json", str(out), "--calibrate",
         "--calibrate-steps", "8", "--output-tokens", "lognormal:6:0.5:12",
         "--set", "model.path='tiny'", "--set", "engine.max_model_len=8192",
         "--set", "engine.enable_chunked_prefill=false",
-        "--set", "engine.kv_cache_memory_bytes=268435456",
+        "--set", "engine.kv_cache_memory_bytes=268435456", "--greedy", "6",
+        "--engine-set", "", "--engine-set", "max_num_seqs=16;policies=naive",
     )
     assert run_bench(args) == 0
     results = json.loads(out.read_text())
-    runs = {r["policy"]: r for r in results["runs"]}
+    # the second engine set reuses the first one's measurements and fits nothing
+    first, second = results["engines"]
+    assert second["reused_from_first_engine"] and "step_s" not in second
+    assert second["prefill_s"] == first["prefill_s"] and second["bandwidth"] == first["bandwidth"]
+    assert [r["policy"] for r in results["runs"]] == ["document_set", "naive", "no_reuse",
+                                                        "naive"]
+    assert len(results["greedy"]) == 2
+    runs = {r["policy"]: r for r in results["runs"] if r["engine_set"] == "defaults"}
     assert runs["document_set"]["cache_hit"] > 0.5  # later questions reuse the set's documents
     assert runs["no_reuse"]["cache_hit"] == 0.0
     for r in runs.values():
-        assert r["output_tokens"] > 0 and r["gpu_s"] > 0 and r["predicted_s"] > 0
+        assert r["output_tokens"] > 0 and r["gpu_s"] > 0
+        assert r["predicted_s"] is None if r["policy"] == "naive" else r["predicted_s"] > 0
         assert r["floor_prefill_s"] > 0 and r["floor_s"] > 0
         assert r["floor_s"] == pytest.approx(r["floor_prefill_s"] + r["floor_decode_s"], abs=0.02)
     assert runs["no_reuse"]["floor_ratio"] > runs["document_set"]["floor_ratio"]
-    (engine,) = results["engines"]
+    # the peer ran beside lcr's feeding, on the same engine (stock attention on the CPU)
+    naive = runs["naive"]
+    assert naive["attention"] == "stock" and naive["predicted_s"] is None
+    assert naive["output_tokens"] == runs["document_set"]["output_tokens"]
+    assert naive["prompt_tokens"] == runs["document_set"]["prompt_tokens"]
+    out_text = capsys.readouterr().out
+    assert "faster than naive" in out_text and "x floor" in out_text
+    engine = first
     assert engine["kv_tokens"] > 0 and engine["bandwidth"] > 0 and engine["step_s"] >= 0
     assert len(engine["decode_points"]) >= 4 and engine["compile_cache"] in ("cold", "warm")
     assert (tmp_path / "work" / "calibration.json").exists()
+    greedy = results["greedy"][1]
+    saved = json.loads((tmp_path / "work" / "greedy-stock.json").read_text())
+    assert greedy["sequences"] == len(saved["tokens"]) > 0
+    assert all(len(t) == 6 for t in saved["tokens"]) and "agreement" not in greedy
     # every unit went through the real shard files, exactly once, with its own answer length
     files = list((tmp_path / "work" / "document_set" / "generate").glob("*.jsonl"))
     recs = [json.loads(line) for f in files for line in f.read_text().splitlines()]
@@ -53,10 +73,16 @@ def test_bench_calibrates_predicts_and_floors_through_the_generate_path(tmp_path
                   str(tmp_path / "work" / "calibration.json"), "--set", "model.path='tiny'",
                   "--set", "engine.max_model_len=8192", "--set",
                   "engine.enable_chunked_prefill=false", "--set",
-                  "engine.kv_cache_memory_bytes=268435456", "--set", "sampling.max_new_tokens=4")
+                  "engine.kv_cache_memory_bytes=268435456", "--output-tokens", "3,4")
     assert run_bench(again) == 0
-    (engine2,) = json.loads(out.read_text())["engines"]
+    results2 = json.loads(out.read_text())
+    (engine2,) = results2["engines"]
     assert engine2["step_s"] == engine["step_s"] and "decode_points" in engine2
+    # two answer lengths on one engine, one after the other
+    assert [(r["answers"], r["policy"]) for r in results2["runs"]] == [
+        ("3", "document_set"), ("4", "document_set")]
+    short, long = (r["output_tokens"] for r in results2["runs"])
+    assert long > short
 
 
 def test_output_lengths_fixed_or_lognormal():
@@ -84,3 +110,55 @@ def test_real_lengths_workload_fits_the_window():
     limit = cfg.engine.max_model_len - cfg.sampling.max_new_tokens - 200
     assert max(q["prompt_tokens"] for q in qs) <= limit
     assert all(0 <= q["shared_prefix_tokens"] <= q["prompt_tokens"] for q in qs)
+
+
+TINY = ("--set", "model.path='tiny'", "--set", "engine.max_model_len=8192", "--set",
+        "engine.enable_chunked_prefill=false", "--set", "engine.kv_cache_memory_bytes=268435456",
+        "--set", "slurm.gpus_per_node=0", "--no-floor")
+
+
+@pytest.mark.vllm
+def test_bench_layouts_runs_one_engine_layout_through_run_shard(tmp_path, capsys):
+    out = tmp_path / "layouts.json"
+    args = _args("--scale", "0.05", "--sets", "2", "--layouts", "1x1", "--policies", "",
+                 "--output-tokens", "4", "--out", str(tmp_path / "work"), "--json", str(out),
+                 *TINY)
+    assert run_bench(args) == 0
+    (layout,) = json.loads(out.read_text())["layouts"]
+    assert layout["layout"] == "1x1" and layout["run_s"] > 0 and layout["part_model_s"][0] > 0
+    recs = [json.loads(line) for f in (tmp_path / "work" / "layout-1x1" / "generate").glob(
+        "*.jsonl") for line in f.read_text().splitlines()]
+    qs = workload(args, bench_config(args))
+    assert len(qs) == len(recs) > 0 and len({q["document_set_id"] for q in qs}) == 2
+    assert {r["attention"] for r in recs} == {"stock"}  # the CPU engine runs stock attention
+
+
+def test_sets_keeps_the_first_document_sets():
+    args = _args("--run-dir", str(REPO / "jobs" / "bench-aalcr-real"), "--sets", "12")
+    qs = workload(args, bench_config(args))
+    sets = list(dict.fromkeys(q["document_set_id"] for q in qs))
+    assert len(sets) == 12 and len(qs) == 35
+
+
+def test_bench_refuses_an_8b_model_without_a_gpu(tmp_path):
+    with pytest.raises(ConfigError, match="no GPU.*model.path=tiny"):
+        run_bench(_args("--out", str(tmp_path), "--policies", "document_set"))
+
+
+def test_bench_refuses_an_unknown_policy(tmp_path):
+    with pytest.raises(ConfigError, match="--policies: unknown magic; valid: document_set, naive"):
+        run_bench(_args("--out", str(tmp_path), "--policies", "document_set,magic"))
+
+
+def test_greedy_agreement_counts_positions_until_and_after_a_difference():
+    from lcr.shared_prefix.check import agreement
+
+    a = agreement([[1, 2, 3, 4], [5, 6]], [[1, 2, 9, 9], [5, 6]])
+    assert a == {"tokens": 6, "agree": 4, "share": 0.6667,
+                 "mean_tokens_before_first_difference": 2.0}
+
+
+def test_bench_work_folder_is_per_user():
+    from lcr.bench.run import default_root
+
+    assert default_root().name.startswith("lcr-bench-") and default_root().name != "lcr-bench-"

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lcr.cost import MTOK
+from lcr.shared_prefix.support import MIN_SHARED_BLOCKS
 
 BANDWIDTH_PROBE = r"""
 import json, time
@@ -117,9 +118,15 @@ class DecodePoint:
     prefix: int
     step_s: float = 0.0  # measured seconds per decode step
 
-    def features(self, suffix: int, mid: float) -> list[float]:
+    def features(self, suffix: int, mid: float, shared_prefix: bool = False) -> list[float]:
+        """The step model's terms (lcr.cost.decode_step_seconds) for this shape."""
         seqs = self.sets * self.seqs_per_set
         context = seqs * (self.prefix + suffix + mid)
+        if shared_prefix and self.seqs_per_set >= 2 and self.prefix >= MIN_SHARED_BLOCKS * 16:
+            # grouped: each sequence reads its own rest, each set its prefix once
+            return [1.0, seqs, seqs * (suffix + mid) / MTOK, self.sets * self.prefix / MTOK]
+        if shared_prefix:
+            return [1.0, seqs, context / MTOK, 0.0]
         return [1.0, seqs, context / MTOK, self.sets * self.prefix / MTOK]
 
 
@@ -171,11 +178,17 @@ def fit_prefill(table: dict[int, float]) -> dict:
             "attn_tokens": round(u / v, 1) if v > 0 else 1e12}
 
 
-def fit_decode(points: list[DecodePoint], suffix: int, mid: float) -> dict:
-    """Non-negative least squares of the step model (terms fitted below zero are dropped)."""
-    x = np.array([p.features(suffix, mid) for p in points])
+STOCK_TERMS = ["step_s", "step_seq_s", "step_ctx_s", "step_shared_s"]
+SHARED_PREFIX_TERMS = ["spa_step_s", "spa_step_seq_s", "spa_ctx_s", "spa_prefix_s"]
+
+
+def fit_decode(points: list[DecodePoint], suffix: int, mid: float,
+               shared_prefix: bool = False) -> dict:
+    """Non-negative least squares of the step model (terms fitted below zero are dropped):
+    the stock constants, or with `shared_prefix` those of shared-prefix attention."""
+    x = np.array([p.features(suffix, mid, shared_prefix) for p in points])
     y = np.array([p.step_s for p in points])
-    names = ["step_s", "step_seq_s", "step_ctx_s", "step_shared_s"]
+    names = SHARED_PREFIX_TERMS if shared_prefix else STOCK_TERMS
     keep = list(range(len(names)))
     while keep:
         coef, *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
@@ -190,6 +203,6 @@ def fit_decode(points: list[DecodePoint], suffix: int, mid: float) -> dict:
 
 
 def cost_toml(fitted: dict) -> str:
-    keys = ["prefill_tok_s", "attn_tokens", "step_s", "step_seq_s", "step_ctx_s",
-            "step_shared_s", "kv_tokens", "block_tokens"]
+    keys = ["prefill_tok_s", "attn_tokens", *STOCK_TERMS, *SHARED_PREFIX_TERMS, "kv_tokens",
+            "block_tokens"]
     return "[cost]\n" + "\n".join(f"{k} = {fitted[k]}" for k in keys if k in fitted)

@@ -37,8 +37,9 @@ def fresh_run_dir(path: Path, base: RunDir, cfg: Config) -> RunDir:
 def run_layouts(root: Path, base: RunDir, cfg: Config, questions: list[dict],
                 layouts: list[str]) -> list[dict]:
     """The whole workload on one node as R engines of T GPUs ("RxT"), via run_shard's replicas."""
-    from lcr.generate import run_shard, split_parts
-    from lcr.plan import make_plan, units_cost
+    from lcr.cost import replica_parts, units_cost
+    from lcr.generate import run_shard
+    from lcr.plan import make_plan
 
     qinfo = {q["question_id"]: q for q in questions}
     out = []
@@ -52,7 +53,7 @@ def run_layouts(root: Path, base: RunDir, cfg: Config, questions: list[dict],
         plan = make_plan(questions, lcfg)
         atomic_write_json(rd.plan_file, plan)
         model = [units_cost(p, qinfo, lcfg).seconds
-                 for p in split_parts(plan["shards"][0], r, qinfo, lcfg)]
+                 for p in replica_parts(plan["shards"][0], r, qinfo, lcfg)]
         t0 = time.time()
         info = run_shard(rd.path, 0, parts=r if r > 1 else None)
         wall = time.time() - t0

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The shared-prefix attention measurements (issue 18), one step per call of a lent GPU:
+#   bash jobs/gpu/shared-prefix.sh a OUT     # op check; (a) 512 tokens: calibrate, both engines
+#   bash jobs/gpu/shared-prefix.sh b OUT     # (b) 1024 tokens: shared-prefix and naive
+#   bash jobs/gpu/shared-prefix.sh c OUT     # (c) real lengths, first 12 sets: both
+# Every bench runs the shared-prefix engine first, then the stock engine (naive: every unit in
+# one generate call). Results: OUT/*.json and logs; the table ends each log.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. jobs/gpu/env.sh
+STEP=$1 OUT=${2:-/tmp/out}
+mkdir -p "$OUT"
+JOB=jobs/bench-llama31-8b.toml
+SEEDS="sampling.seeds=[0,1,2]"
+bench() {  # NAME ARGS...: one bench, its log, its table
+  local name=$1; shift
+  timeout "${LIMIT:-400}" python3 -m lcr.cli bench "$JOB" "$@" --set "$SEEDS" \
+    --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1
+  echo "== $name: exit $?"
+  grep -E "faster|greedy|x floor|^(defaults|shared)|Error|error:|Traceback" "$OUT/$name.log" | \
+    grep -v "INFO\|DEBUG" | tail -25
+}
+case $STEP in
+  a)
+    timeout 120 python3 -m lcr.shared_prefix.check ops --json "$OUT/ops.json" 2>&1 | \
+      grep -v "INFO\|WARNING" | tail -12
+    LIMIT=420 bench a --scale 0.33 --shards 1 --output-tokens 512 --policies document_set,naive \
+      --engine-set "" --engine-set "shared_prefix_attention=false" --calibrate \
+      --calibrate-steps 48 --greedy 256 --out /tmp/ba
+    cp /tmp/ba/calibration.json "$OUT/calibration.json" ;;
+  b)
+    bench b --scale 0.33 --shards 1 --output-tokens 1024 --policies document_set \
+      --engine-set "" --engine-set "shared_prefix_attention=false;policies=naive" \
+      --calibration /tmp/ba/calibration.json --out /tmp/bb ;;
+  c)
+    LIMIT=560 bench c --run-dir jobs/bench-aalcr-real --sets 12 --shards 1 --output-tokens 512 \
+      --policies document_set --engine-set "" \
+      --engine-set "shared_prefix_attention=false;policies=naive" \
+      --calibration /tmp/ba/calibration.json --out /tmp/bc ;;
+esac

@@ -1,0 +1,54 @@
+"""`lcr bench --greedy N`: do the two attentions decode the same tokens?
+
+    lcr bench JOB --engine-set shared_prefix_attention=false --engine-set "" --greedy 256
+
+After an engine's timed runs, its weights become random normal(0, 0.02) (the same in every
+engine; vLLM's dummy weights are so small that all logits tie), the first three document sets
+of the workload are primed and decoded greedily for N tokens, and the token ids are saved as
+OUT/greedy-ATTENTION.json. When the other attention's file is there for the same prompts, the
+share of tokens that agree position by position is printed and kept in the results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from lcr.io import atomic_write_json
+from lcr.rundir import RunDir
+from lcr.shared_prefix.check import agreement, reinit_weights
+
+
+def greedy_check(engine, base: RunDir, questions: list[dict], tokens: int, root: Path,
+                 attention: str) -> dict:
+    engine.llm.apply_model(reinit_weights)
+    sets = list(dict.fromkeys(q["document_set_id"] for q in questions))[:3]
+    qs = [q for q in questions if q["document_set_id"] in sets]
+    prompts = [base.prompt_ids(q) for q in qs]
+    digest = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]
+    one = engine.params(SimpleNamespace(temperature=0.0, top_p=1.0, top_k=-1, max_new_tokens=1))
+    greedy = engine.params(SimpleNamespace(temperature=0.0, top_p=1.0, top_k=-1,
+                                           max_new_tokens=tokens, ignore_eos=True))
+    engine.llm.reset_prefix_cache()
+    shared = {q["document_set_id"]: p[: q["shared_prefix_tokens"]] for q, p in zip(qs, prompts)
+              if q["shared_prefix_tokens"]}
+    engine.generate(list(shared.values()), [one] * len(shared))  # documents cached first
+    from vllm.inputs import TokensPrompt
+
+    outs = engine.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
+                               [greedy] * len(prompts), use_tqdm=False)
+    ids = [list(o.outputs[0].token_ids) for o in outs]
+    atomic_write_json(root / f"greedy-{attention}.json", {"prompts": digest, "tokens": ids})
+    result = {"attention": attention, "sequences": len(ids), "tokens_each": tokens}
+    other = root / ("greedy-stock.json" if attention != "stock" else
+                    "greedy-shared_prefix.json")
+    if other.exists():
+        theirs = json.loads(other.read_text())
+        if theirs["prompts"] == digest:
+            result["agreement"] = agreement(theirs["tokens"], ids)
+            print(f"greedy: {attention} vs {other.stem[7:]}: {result['agreement']}",
+                  file=sys.stderr, flush=True)
+    return result
