@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import json
+import os
 import sys
 import tempfile
 import time
@@ -205,6 +206,8 @@ def run_bench(args) -> int:
     from lcr.bench.calibrate import cost_toml, measure_bandwidth
 
     policies = _policies(args.policies)
+    if args.greedy:  # its weights are set by a function sent to the engine's workers
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
     cfg, root, questions, workloads, base, vocab = prepare_bench(args)
     results = {"settings": dataclasses.asdict(cfg.engine), "scale": args.scale,
                "sets": args.sets, "shards": args.shards, "output_tokens": args.output_tokens,
