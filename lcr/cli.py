@@ -5,10 +5,11 @@
     lcr status shards/llama31-8b-aalcr
     lcr generate shards/llama31-8b-aalcr --shard 3      # one stage's shard, here and now
 
-Exit codes, the same for every command: 0 done; 1 a stage ran and failed (merge incomplete,
-judge endpoint down, a job of the local executor failed); 2 the configuration or an input is
-wrong (one line naming the file, line or key, and the way on); 3 a lock is held (another
-process writes that shard, or submits for that run); 130 interrupted.
+Exit codes, the same for every command, carried by the error classes (lcr/errors.py): 0 done;
+1 a stage ran and failed (merge incomplete, judge endpoint down, a job of the local executor
+failed); 2 the configuration or an input is wrong (one line naming the file, line or key, and
+the way on); 3 a lock is held (another process writes that shard, or submits for that run);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import json
 import os
 import sys
 
-from lcr.config import Config, ConfigError
+from lcr.config import Config
+from lcr.errors import INTERRUPTED, LcrError, exit_code
 
 HELP_KEYS = "configuration keys, defaults and meaning (override with --set section.key=value):\n"
 
@@ -351,24 +353,6 @@ HANDLERS = {
 }
 
 
-def exit_code(e: BaseException) -> int | None:
-    """The one exit-code policy: 3 lock held, 1 stage failure, 2 configuration or input."""
-    from lcr.data import DataError
-    from lcr.io import LockedError, StorageError
-    from lcr.judge import JudgeError
-    from lcr.report import ReportError
-    from lcr.rundir import RunDirError
-    from lcr.slurm import SlurmError, StageError
-    from lcr.stages import StageFailed
-
-    for kinds, code in (((LockedError,), 3), ((StageError, StageFailed, JudgeError), 1),
-                        ((ConfigError, DataError, RunDirError, ReportError, StorageError,
-                          SlurmError, FileNotFoundError), 2)):
-        if isinstance(e, kinds):
-            return code
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -377,15 +361,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lcr {args.command}: interrupted; what was written is kept. Slurm jobs already "
               "queued keep running: `lcr status RUN` shows them, `scancel` with the ids in "
               "RUN/jobs.json stops them", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:  # `lcr status RUN | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:
         code = exit_code(e)
-        if code is None:
+        if code is None:  # a bug: its traceback says where
             raise
-        prefix = "" if code == 3 else "error: "
+        prefix = getattr(e, "prefix", LcrError.prefix)
         print(f"lcr {args.command}: {prefix}{e}", file=sys.stderr, flush=True)
         return code
 

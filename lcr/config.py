@@ -18,13 +18,15 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lcr.errors import InputError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A configuration problem, with the offending file, section or key in the message."""
 
 

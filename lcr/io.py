@@ -33,8 +33,10 @@ from pathlib import Path
 
 import jsonlines
 
+from lcr.errors import InputError, LockHeld
 
-class LockedError(RuntimeError):
+
+class LockedError(LockHeld, RuntimeError):
     """Another process holds the lock (a shard file being written, a submit in progress)."""
 
 
@@ -43,7 +45,7 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 STALE_TEMP_S = 24 * 3600  # a temporary file this old is a leftover, whoever made it
 
 
-class StorageError(OSError):
+class StorageError(InputError, OSError):
     """A write the disk refused: `<path>: cannot <action> (<reason>)<detail>`, one line."""
 
     def __init__(self, path: str | Path, action: str, err: OSError, detail: str = ""):

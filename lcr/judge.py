@@ -45,6 +45,7 @@ from lcr.backends import (  # noqa: F401 (the backends were defined here: re-exp
     make_backend,
 )
 from lcr.config import Config, ConfigError, apply_values
+from lcr.errors import StageFailure
 from lcr.io import (
     ShardWriter,
     append_locked,
@@ -75,7 +76,7 @@ SETTING_DEFAULTS = {"prompt_role": "user"}
 RECORD_DEFAULTS = {"judge_prompt_role": "user"}
 
 
-class JudgeError(RuntimeError):
+class JudgeError(StageFailure, RuntimeError):
     """A judge stage that cannot go on, with the reason and the fix."""
 
 

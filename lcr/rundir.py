@@ -31,6 +31,7 @@ from lcr.config import (
     parse_override,
     validate,
 )
+from lcr.errors import InputError
 from lcr.io import read_done, read_jsonl, sha256_file, sha256_text
 
 if sys.version_info >= (3, 11):
@@ -43,7 +44,7 @@ else:  # pragma: no cover
 VERDICT_FIELDS = ("key", "question_id", "seed", "sample", "document_set_id", "verdict")
 
 
-class RunDirError(ValueError):
+class RunDirError(InputError, ValueError):
     """A run directory file that is missing or damaged, with the file and the way on."""
 
 

@@ -22,17 +22,18 @@ import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from lcr.config import Config, ConfigError
+from lcr.errors import InputError, StageFailure
 from lcr.io import StorageError, locked, update_json
 from lcr.rundir import RunDir, quoted
 from lcr.stages import STAGES, Stage, StageJob
 from lcr.status import ACTIVE, latest_jobs, slurm_states, why_failed
 
 
-class SlurmError(RuntimeError):
+class SlurmError(InputError, RuntimeError):
     """Slurm is there but did not take the jobs (controller down, sbatch refused)."""
 
 
-class StageError(RuntimeError):
+class StageError(StageFailure, RuntimeError):
     """Jobs of a stage run by the local executor failed; the message lists them."""
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import submitit
 
 from lcr.config import Config
+from lcr.errors import StageFailure
 from lcr.io import read_done, read_jsonl, sha256_file
 from lcr.rundir import RunDir, judge_shard_units
 
 
-class StageFailed(RuntimeError):
+class StageFailed(StageFailure, RuntimeError):
     """A stage ran and did not finish its work (the message says what is missing)."""
 
 

@@ -49,6 +49,35 @@ def test_exit_codes_follow_one_policy(tmp_path, capsys, monkeypatch):
     assert f"pid {os.getpid()}" in capsys.readouterr().err
 
 
+def test_every_error_class_carries_its_exit_code():
+    import importlib
+    import pkgutil
+
+    import lcr
+    from lcr.errors import InputError, LcrError, LockHeld, StageFailure, exit_code
+
+    classes = {}
+    for info in pkgutil.iter_modules(lcr.__path__):
+        module = importlib.import_module(f"lcr.{info.name}")
+        for name, obj in vars(module).items():
+            if (isinstance(obj, type) and issubclass(obj, Exception)
+                    and obj.__module__ == module.__name__):
+                classes[name] = obj
+    assert set(classes) >= {"ConfigError", "DataError", "LockedError", "StorageError",
+                            "JudgeError", "EndpointError", "ReportError", "RunDirError",
+                            "SlurmError", "StageError", "StageFailed", "RevisionError"}
+    bases = {InputError: 2, StageFailure: 1, LockHeld: 3}
+    for name, cls in classes.items():
+        if cls in bases or cls is LcrError:
+            continue
+        (base,) = [b for b in bases if issubclass(cls, b)]  # exactly one kind of failure
+        assert cls.exit_code == bases[base], name
+    assert exit_code(FileNotFoundError(2, "x")) == 2 and exit_code(KeyError("bug")) is None
+    # the builtins they always were still catch them
+    assert issubclass(classes["ConfigError"], ValueError)
+    assert issubclass(classes["StorageError"], OSError)
+
+
 def test_only_what_may_change_can_change_on_a_planned_run(tmp_path, capsys):
     rd, _, _ = make_run(tmp_path)
     assert main(["rerun", str(rd.path), "--dry-run", "--set", "sampling.temperature=0.7"]) == 2

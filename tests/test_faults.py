@@ -1275,7 +1275,7 @@ def function_source(file: str, name: str) -> str:
 
 def codes_shown(body: str) -> set[int]:
     """Exit codes a test body checks, directly or through the error class it expects."""
-    from lcr.cli import exit_code
+    from lcr.errors import exit_code
 
     codes = {int(c) for c in CODE_ASSERT.findall(body)}
     for cls_name in RAISES.findall(body):
