@@ -213,7 +213,8 @@ def _submit(args) -> int:
 
 def _planned(args):
     """A planned run's directory and config, with the --set overrides it may take."""
-    from lcr.rundir import RunDir, override_planned
+    from lcr.overrides import override_planned
+    from lcr.rundir import RunDir
 
     rd = RunDir(args.run_dir)
     cfg, _ = rd.load_config()

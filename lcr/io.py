@@ -177,11 +177,14 @@ def encode_lines(records) -> bytes:
 
 def read_jsonl(path: str | Path) -> JsonlRead:
     """Every JSON object in the file; torn, empty or non-JSON lines are listed, not fatal."""
-    out = JsonlRead()
     path = Path(path)
-    if not path.exists():
-        return out
-    lines = path.read_bytes().splitlines(keepends=True)
+    return parse_jsonl(path.read_bytes()) if path.exists() else JsonlRead()
+
+
+def parse_jsonl(data: bytes) -> JsonlRead:
+    """read_jsonl of a file's bytes already read (to hash them too)."""
+    out = JsonlRead()
+    lines = data.splitlines(keepends=True)
     torn = bool(lines) and not lines[-1].endswith(b"\n")
     reader = jsonlines.Reader(lines[:-1] if torn else lines)
     while True:

@@ -20,7 +20,8 @@ import submitit
 from lcr.config import Config
 from lcr.errors import StageFailure
 from lcr.io import read_done, read_jsonl, sha256_file
-from lcr.rundir import RunDir, judge_shard_units
+from lcr.rundir import RunDir
+from lcr.units import judge_shard_units
 
 
 class StageFailed(StageFailure, RuntimeError):
@@ -122,7 +123,7 @@ def _generate_records(rd: RunDir, k: int, out: str) -> str:
 
 
 def _merge_records(rd: RunDir, k: int, out: str) -> str:
-    info = read_done(rd.merged_done)
+    info = rd.merge_marker()
     return str(info["records"]) if info else "-"
 
 

@@ -35,8 +35,9 @@ import lcr.io as lcr_io
 from lcr import generate
 from lcr.io import ShardWriter, read_jsonl
 from lcr.merge import merge_run
-from lcr.rundir import RunDir, plan_units
+from lcr.rundir import RunDir
 from lcr.sample import write_snapshot
+from lcr.units import plan_units
 
 KEY = "sk-lcr-faults-5d1e9b7a3c"  # a judge API key: must never reach the run dir or a log
 KEY_ENV = "LCR_FAULTS_JUDGE_KEY"
