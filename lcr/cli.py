@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("rerun", "resubmit only the shards that are not done, and re-chain what follows",
              run=True)
     sp.add_argument("--dry-run", action="store_true", help="say what would be submitted")
+    sp.add_argument("--out", default="", help="rerun the re-judge named OUT (its judge and "
+                                              "report; generate and merge as for any rerun)")
     sp = cmd("generate", "run one generate shard here (what a Slurm array task runs)", run=True)
     sp.add_argument("--shard", type=int, required=True, help="shard index in plan.json")
     sp.add_argument("--part", type=int, default=None, help=argparse.SUPPRESS)  # replicas
@@ -222,10 +224,11 @@ def _planned(args):
 
 
 def _status(args) -> int:
+    from lcr.rundir import RunDir
     from lcr.status import status_table
 
-    rd, cfg = _planned(args)
-    print(status_table(rd, cfg, args.out))
+    rd = RunDir(args.run_dir)
+    print(status_table(rd, _chain_config(rd, args, args.out), args.out))
     return 0
 
 
@@ -234,19 +237,16 @@ def _rerun(args) -> int:
     from lcr.io import atomic_write_text
     from lcr.provenance import config_toml
 
-    rd, cfg = _planned(args)
-    if any(o.startswith("judge.") for o in args.overrides):
-        from lcr.judge import judge_config
-
-        judge_config(rd, args.overrides)  # refuses what the judged folder cannot take
+    rd, cfg = _planned(args)  # what config.toml keeps
+    chain_cfg = _chain_config(rd, args, args.out)  # what the chain runs with
     with slurm.chain_lock(rd):
         if args.dry_run:
-            slurm.queue(cfg, rd, "", verb="rerun", dry_run=True)
+            slurm.queue(chain_cfg, rd, "", args.out, verb="rerun", dry_run=True)
             return 0
         kind = slurm.executor_kind(cfg)
         if args.overrides:  # the jobs read config.toml: keep the new values there
             atomic_write_text(rd.config_file, config_toml(cfg, rd.run_hash()))
-        slurm.queue(cfg, rd, kind, verb="rerun")
+        slurm.queue(chain_cfg, rd, kind, args.out, _judge_set(args), verb="rerun")
     return 0
 
 
@@ -260,7 +260,7 @@ def _generate(args) -> int:
 
 def _merge(args) -> int:
     if args.submit:
-        return _submit_stages(args, {"merge": [0], "judge": None, "report": [0]})
+        return _submit_chain(args, "merge")
     from lcr.merge import merge_run
 
     result = merge_run(args.run_dir)
@@ -270,7 +270,7 @@ def _merge(args) -> int:
 
 def _judge(args) -> int:
     if args.submit:
-        return _submit_stages(args, {"judge": None, "report": [0]}, args.out)
+        return _submit_chain(args, "judge", args.out)
     from lcr import judge
 
     if args.finalize:
@@ -285,22 +285,35 @@ def _judge(args) -> int:
     return 0
 
 
-def _submit_stages(args, stages: dict, out: str = "") -> int:
-    """`lcr merge --submit`, `lcr judge --submit`: those stages (and the report) as jobs."""
+def _submit_chain(args, first: str, out: str = "") -> int:
+    """`lcr merge --submit`, `lcr judge --submit`: that stage and every one after it (the
+    stage table's order) as jobs, whether done or not."""
     from lcr import slurm
-    from lcr.judge import judge_config
+    from lcr.rundir import RunDir
+    from lcr.stages import chain_from
 
-    rd, cfg = _planned(args)
-    if "judge" in stages:  # the output folder's own judge settings, then --set
-        cfg = judge_config(rd, args.overrides, out)
-    todo = {name: shards if shards is not None else list(range(cfg.judge.shards))
-            for name, shards in stages.items()}
+    rd = RunDir(args.run_dir)
+    cfg = _chain_config(rd, args, out)
+    todo = {stage.name: stage.shards(rd, cfg) for stage in chain_from(first)}
     kind = slurm.executor_kind(cfg)
-    judge_set = [o for o in args.overrides if o.startswith("judge.")]
     with slurm.chain_lock(rd):
-        ids = slurm.submit_chain(cfg, rd, todo, kind, out=out, overrides=judge_set)
+        ids = slurm.submit_chain(cfg, rd, todo, kind, out=out, overrides=_judge_set(args))
     slurm.print_ids(rd, kind, ids)
     return 0
+
+
+def _chain_config(rd, args, out: str = ""):
+    """The config a planned run's chain runs with: config.toml, then the judge output folder's
+    own settings (judge[-OUT]/settings.json), then --set (refusing what the folder cannot
+    take)."""
+    from lcr.judge import judge_config
+
+    return judge_config(rd, args.overrides, out)
+
+
+def _judge_set(args) -> list[str]:
+    """The judge's --set overrides, which jobs apply over the judge folder's saved settings."""
+    return [o for o in args.overrides if o.startswith("judge.")]
 
 
 def _report(args) -> int:

@@ -25,7 +25,7 @@ from lcr.config import Config, ConfigError
 from lcr.errors import InputError, StageFailure
 from lcr.io import StorageError, locked, update_json
 from lcr.rundir import RunDir, quoted
-from lcr.stages import STAGES, Stage, StageJob
+from lcr.stages import LAST, STAGES, Stage, StageJob
 from lcr.status import ACTIVE, latest_jobs, slurm_states, why_failed
 
 
@@ -152,7 +152,7 @@ def _submit(cfg, rd, todo, kind, wait_for, out, overrides, entries) -> dict:
                 jobs = [ex.submit(StageJob(), stage.name, path, 0, out, overrides)]
             ids[stage.name] = {str(k): j.job_id for k, j in zip(shards, jobs)}
             entry = {"stage": stage.name, "time": now, "jobs": ids[stage.name]}
-            entries.append({**entry, "out": out} if stage.name in ("judge", "report") else entry)
+            entries.append({**entry, "out": out} if stage.per_out else entry)
             after = [jobs[0].job_id.split("_")[0]] + waiting
         elif waiting:
             after = waiting  # the next stage follows this stage's jobs still queued or running
@@ -295,8 +295,8 @@ def queue(cfg: Config, rd: RunDir, kind: str, out: str = "", overrides=(), stage
 def print_ids(rd: RunDir, kind: str, ids: dict, log=print) -> None:
     if kind == "local":
         log(f"ran every stage locally (submitit local executor); run dir {rd.path}")
-        if ids.get("report"):
-            log(ids["report"][0])
+        if ids.get(LAST.name):
+            log(ids[LAST.name][0])
         return
     for stage in STAGES:
         if stage.name in ids:
@@ -311,7 +311,7 @@ def wait_for_report(rd: RunDir, timeout_s: float, poll_s: float = 5.0, on_poll=N
     while time.time() < deadline:
         if rd.report_paths()["json"].exists():
             return True
-        rep = latest_jobs(rd).get("report", {}).get("0")
+        rep = latest_jobs(rd).get(LAST.name, {}).get("0")
         st = slurm_states([rep]).get(rep, "") if rep else ""
         if st and st.upper() not in ACTIVE and st.upper() != "COMPLETED":
             return False

@@ -39,6 +39,7 @@ class Stage:
     after: str = "afterok"  # dependency on the stage before: afterany runs even if it failed
     gpus: str = ""  # [slurm] key holding its GPUs per node ("" = no GPUs)
     minutes: str = ""  # [slurm] key holding its time limit ("" = 30 minutes)
+    per_out: bool = False  # its files belong to one judge output (--out NAME: judge-NAME/, ...)
 
     @property
     def heavy(self) -> bool:
@@ -142,10 +143,19 @@ STAGES = (
     # afterany: the merge runs even when a shard failed, and lists what is missing
     Stage("merge", _merge, _one, _merge_done, _merge_records, after="afterany"),
     Stage("judge", _judge, _judge_shards, _judge_done, _judge_records, array=True,
-          gpus="judge_gpus_per_node", minutes="judge_time"),
-    Stage("report", _report, _one, _report_done, _no_records),
+          gpus="judge_gpus_per_node", minutes="judge_time", per_out=True),
+    Stage("report", _report, _one, _report_done, _no_records, per_out=True),
 )
 BY_NAME = {s.name: s for s in STAGES}
+LAST = STAGES[-1]  # its result is the run's summary line
+
+
+def chain_from(name: str) -> tuple[Stage, ...]:
+    """The stage `name` and every stage after it, in order: what runs once `name` has to."""
+    names = [s.name for s in STAGES]
+    if name not in names:
+        raise KeyError(f"no stage {name!r}; the stages are {', '.join(names)}")
+    return STAGES[names.index(name):]
 
 
 class StageJob(submitit.helpers.Checkpointable):

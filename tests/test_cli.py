@@ -125,3 +125,13 @@ def test_commands_printed_for_copying_quote_their_paths(tmp_path, capsys):
     generate_all(rd, cfg, plan, skip={plan["shards"][0]["units"][0]["key"]})
     assert main(["merge", str(rd.path)]) == 1
     assert f"`lcr rerun '{rd.path}'`" in capsys.readouterr().out
+
+
+def test_chains_follow_the_stage_table():
+    from lcr.stages import STAGES, chain_from
+
+    assert chain_from(STAGES[0].name) == STAGES
+    assert [s.name for s in chain_from("judge")] == ["judge", "report"]
+    assert [s.name for s in STAGES if s.per_out] == ["judge", "report"]  # judge-OUT/, report-OUT
+    with pytest.raises(KeyError, match="the stages are generate, merge, judge, report"):
+        chain_from("extract")
