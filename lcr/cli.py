@@ -76,12 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true",
                     help="plan and print each stage's sbatch script; submit nothing")
     sp = cmd("status", "per stage and shard: done / running / failed / missing", run=True)
-    sp.add_argument("--out", default="", help="judge and report of a re-judge named OUT")
+    _out_arg(sp, "its judge and report shards")
     sp = cmd("rerun", "resubmit only the shards that are not done, and re-chain what follows",
              run=True)
     sp.add_argument("--dry-run", action="store_true", help="say what would be submitted")
-    sp.add_argument("--out", default="", help="rerun the re-judge named OUT (its judge and "
-                                              "report; generate and merge as for any rerun)")
+    _out_arg(sp, "finish its judge and report; generate and merge as for any rerun")
     sp = cmd("generate", "run one generate shard here (what a Slurm array task runs)", run=True)
     sp.add_argument("--shard", type=int, required=True, help="shard index in plan.json")
     sp.add_argument("--part", type=int, default=None, help=argparse.SUPPRESS)  # replicas
@@ -91,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="submit merge -> judge -> report as Slurm jobs instead")
     sp = cmd("judge", "judge the merged answers (all judge shards, then verdicts.jsonl)",
              run=True)
-    sp.add_argument("--out", default="", help="name for a re-judge: judge-OUT/, verdicts-OUT.jsonl")
+    _out_arg(sp, "judge into judge-NAME/ and verdicts-NAME.jsonl, e.g. with another "
+                 "--set judge.model")
     what = sp.add_mutually_exclusive_group()
     what.add_argument("--shard", type=int, default=None, help="run one judge shard only")
     what.add_argument("--finalize", action="store_true", help="only write verdicts from shards")
@@ -101,15 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("report", "accuracy with small-sample cluster intervals; several runs pool as "
                        "seeds (a pooled report gets a name of its own)")
     sp.add_argument("run_dirs", nargs="+")
-    sp.add_argument("--out", default="", help="read verdicts-OUT.jsonl, write report-OUT.*")
+    _out_arg(sp, "read verdicts-NAME.jsonl, write report-NAME.*")
     sp.add_argument("--force", action="store_true", help="pool runs whose settings differ")
     sp = cmd("compare", "paired difference of accuracy between two runs, with its interval")
     sp.add_argument("run_a")
     sp.add_argument("run_b")
-    sp.add_argument("--out", default="", help="compare verdicts-OUT.jsonl of both runs")
+    _out_arg(sp, "compare verdicts-NAME.jsonl of both runs")
     sp.add_argument("--force", action="store_true", help="compare runs whose settings differ")
     sp = cmd("export", "one row per judged answer as Parquet (opens with datasets)", run=True)
-    sp.add_argument("--out", default="", help="verdicts-OUT.jsonl instead of verdicts.jsonl")
+    _out_arg(sp, "read verdicts-NAME.jsonl, write answers-NAME.parquet")
     sp.add_argument("--to", default=None, help="file to write (default RUN/answers.parquet)")
     _bench_args(cmd("bench", "engine performance on an AA-LCR-shaped workload (GPU)", keys=True))
     sp = cmd("demo", "the whole pipeline on the bundled sample data with a tiny local model",
@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--bootstrap", action="store_true", help="also the percentile bootstrap")
     sp.add_argument("--seed", type=int, default=0, help="simulation seed")
     return p
+
+
+def _out_arg(sp, what: str) -> None:
+    """--out NAME means one thing in every command: the re-judge named NAME, whose files are
+    judge-NAME/, verdicts-NAME.jsonl, report-NAME.* and answers-NAME.parquet."""
+    sp.add_argument("--out", default="", metavar="NAME",
+                    help=f"the re-judge named NAME: {what}; none: the run's own judge")
 
 
 def _bench_args(sp) -> None:
@@ -160,7 +167,8 @@ def _bench_args(sp) -> None:
                     help="decode steps per calibration measurement")
     sp.add_argument("--calibration", default=None, metavar="FILE",
                     help="predict with the constants and measurements of an earlier "
-                         "--calibrate run on the same machine (its OUT/calibration.json)")
+                         "--calibrate run on the same machine (its --work-dir's "
+                         "calibration.json)")
     sp.add_argument("--no-floor", action="store_true",
                     help="skip the bandwidth probe and the floor")
     sp.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE;...",
@@ -170,9 +178,10 @@ def _bench_args(sp) -> None:
     sp.add_argument("--greedy", type=int, default=0, metavar="N",
                     help="after each engine's runs, decode the first 3 sets greedily for N "
                          "tokens with random weights and compare with the other attention's "
-                         "tokens (OUT/greedy-*.json)")
-    sp.add_argument("--out", default=None,
+                         "tokens (WORK_DIR/greedy-*.json)")
+    sp.add_argument("--work-dir", dest="out", default=None, metavar="DIR",
                     help="work folder (default: lcr-bench-$USER in the temporary folder)")
+    sp.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # --work-dir's old name
     sp.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 

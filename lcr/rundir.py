@@ -100,10 +100,6 @@ class RunDir:
         return self.path / "questions.jsonl"
 
     @property
-    def prompts_dir(self) -> Path:
-        return self.path / "prompts"
-
-    @property
     def plan_file(self) -> Path:
         return self.path / "plan.json"
 

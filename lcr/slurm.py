@@ -266,43 +266,41 @@ def describe_todo(submit: dict[str, list[int]], wait: dict[str, list[str]]) -> s
     return ", ".join(parts) + after
 
 
-def queue(cfg: Config, rd: RunDir, kind: str, out: str = "", overrides=(), stages=None,
-          verb: str = "submit", dry_run: bool = False, log=print) -> dict:
-    """Submit what is not done and not already queued (only `stages`, when given)."""
+def queue(cfg: Config, rd: RunDir, kind: str, out: str = "", overrides=(),
+          verb: str = "submit", dry_run: bool = False) -> dict:
+    """Submit what is not done and not already queued; `out` names a re-judge (its judge and
+    report), `overrides` are the judge's --set values the jobs apply."""
     submit, wait, superseded, problems = plan_submission(rd, cfg, out)
-    if stages is not None:
-        submit = {k: (v if k in stages else []) for k, v in submit.items()}
-        wait = {k: (v if k in stages else []) for k, v in wait.items()}
     if not any(submit.values()):
         if any(wait.values()):
             jobs = ", ".join(f"{name} {ids}" for name, ids in wait.items() if ids)
-            log(f"{verb}: nothing new to submit; the rest of the chain is queued or running "
-                f"({jobs}); watch with `lcr status {quoted(rd.path)}`")
+            print(f"{verb}: nothing new to submit; the rest of the chain is queued or running "
+                  f"({jobs}); watch with `lcr status {quoted(rd.path)}`")
         else:
-            log(f"{rd.path}: nothing to do; every stage is done")
+            print(f"{rd.path}: nothing to do; every stage is done")
         return {}
-    log(f"{verb}: {describe_todo(submit, wait)}")
+    print(f"{verb}: {describe_todo(submit, wait)}")
     if problems:
-        log(f"note: Slurm did not answer ({problems[0]}); jobs it may still run are unknown")
+        print(f"note: Slurm did not answer ({problems[0]}); jobs it may still run are unknown")
     if dry_run:
         return {}
     cancel(superseded)
     ids = submit_chain(cfg, rd, submit, kind, wait, out, overrides)
-    print_ids(rd, kind, ids, log)
+    print_ids(rd, kind, ids)
     return ids
 
 
-def print_ids(rd: RunDir, kind: str, ids: dict, log=print) -> None:
+def print_ids(rd: RunDir, kind: str, ids: dict) -> None:
     if kind == "local":
-        log(f"ran every stage locally (submitit local executor); run dir {rd.path}")
+        print(f"ran every stage locally (submitit local executor); run dir {rd.path}")
         if ids.get(LAST.name):
-            log(ids[LAST.name][0])
+            print(ids[LAST.name][0])
         return
     for stage in STAGES:
         if stage.name in ids:
-            log(f"{stage.name:>8}: " + ", ".join(f"{k}:{j}" for k, j in ids[stage.name].items()))
-    log(f"run dir: {rd.path}  (job ids saved in {rd.jobs_file.name}; watch with "
-        f"`lcr status {quoted(rd.path)}`)")
+            print(f"{stage.name:>8}: " + ", ".join(f"{k}:{j}" for k, j in ids[stage.name].items()))
+    print(f"run dir: {rd.path}  (job ids saved in {rd.jobs_file.name}; watch with "
+          f"`lcr status {quoted(rd.path)}`)")
 
 
 def wait_for_report(rd: RunDir, timeout_s: float, poll_s: float = 5.0, on_poll=None) -> bool:
