@@ -135,3 +135,55 @@ def test_chains_follow_the_stage_table():
     assert [s.name for s in STAGES if s.per_out] == ["judge", "report"]  # judge-OUT/, report-OUT
     with pytest.raises(KeyError, match="the stages are generate, merge, judge, report"):
         chain_from("extract")
+
+
+# ---- documented commands and flags that no other test runs (tests/test_docs.py parses them)
+
+def test_compare_from_the_command_line_with_out_and_force(tmp_path, capsys):
+    from test_report import make_run as verdict_run
+    from test_report import records
+
+    recs = records(seeds=(0,), rng_seed=5)
+    better = [dict(r, verdict="CORRECT") if i % 3 == 0 else r for i, r in enumerate(recs)]
+    a = verdict_run(tmp_path, "a", better, out="strict")
+    b = verdict_run(tmp_path, "b", recs, out="strict", sampling__temperature=0.7)
+    assert main(["compare", str(a), str(b), "--out", "strict"]) == 2
+    assert "sampling.temperature differs (0.0 vs 0.7)" in capsys.readouterr().err
+    assert main(["compare", str(a), str(b), "--out", "strict", "--force"]) == 0
+    assert "A - B = +" in capsys.readouterr().out
+    assert main(["compare", str(a), str(b)]) == 2  # without --out: their own verdicts, none
+    assert "verdicts.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_export_to_a_file_of_a_rejudge(tmp_path, capsys):
+    rd, _, _ = merged_run(tmp_path, backend="exact")
+    assert main(["judge", str(rd.path), "--out", "again"]) == 0
+    target = tmp_path / "elsewhere" / "rows.parquet"
+    target.parent.mkdir()
+    assert main(["export", str(rd.path), "--out", "again", "--to", str(target)]) == 0
+    assert f"wrote {target}" in capsys.readouterr().out
+    assert target.stat().st_size > 0 and not (rd.path / "answers-again.parquet").exists()
+    assert main(["export", str(rd.path), "--out", "again"]) == 0
+    assert (rd.path / "answers-again.parquet").exists()
+
+
+def test_coverage_from_the_command_line(capsys):
+    argv = ["coverage", "--reps", "40", "--truth", "0.3", "--icc", "0.3", "--seeds", "1"]
+    assert main(argv) == 0
+    plain = capsys.readouterr().out
+    assert main([*argv, "--bootstrap", "--seed", "1"]) == 0
+    both = capsys.readouterr().out
+    assert "percentile bootstrap" in both and "percentile bootstrap" not in plain
+    assert plain.splitlines()[2].startswith(" 0.30 0.3     1  0.")  # one cell, coverage shares
+
+
+def test_submit_force_replans_a_run_with_another_config(tmp_path, capsys):
+    base = ["--set", f"run.root={str(tmp_path)!r}", "--set", "slurm.executor='local'"]
+    assert main(["plan", str(DEMO), *base]) == 0
+    more = [*base, "--set", "sampling.seeds=[0,1,2]"]
+    assert main(["submit", str(DEMO), *more, "--dry-run"]) == 2  # refused: another config
+    assert "--force" in capsys.readouterr().err
+    assert main(["submit", str(DEMO), *more, "--dry-run", "--force"]) == 0
+    assert "===== generate (sbatch script; not submitted) =====" in capsys.readouterr().out
+    plan = json.loads(RunDir(tmp_path / "demo").plan_file.read_text())
+    assert {u["seed"] for s in plan["shards"] for u in s["units"]} == {0, 1, 2}

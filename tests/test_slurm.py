@@ -130,8 +130,11 @@ def test_rerun_finishes_a_named_rejudge(tmp_path):
     run = str(rd.path)
     lcr("judge", run)
     lcr("report", run)  # the run's own judge and report: done
-    lcr("judge", run, "--out", "x", "--set", "judge.shards=2")  # a re-judge of its own shape
-    lcr("report", run, "--out", "x")
+    # a re-judge of its own shape, as jobs (`lcr judge RUN --out NAME --submit`)
+    lcr("judge", run, "--out", "x", "--submit", "--set", "judge.shards=2",
+        "--set", "slurm.cpus_per_task=1")
+    wait_final(job_ids(rd), timeout=600)
+    assert rd.report_paths("x")["json"].exists(), logs_tail(rd)
     rd.judge_marker(1, "x").unlink()  # one of its shards lost
     own = {p.name: sha256_file(p) for p in [*rd.judge_dir().iterdir(), rd.verdicts_file()]}
     assert "nothing to do; every stage is done" in lcr("rerun", run, "--dry-run").stdout
@@ -141,7 +144,8 @@ def test_rerun_finishes_a_named_rejudge(tmp_path):
     assert "rerun: judge shards [1], report" in out, out
     entries = json.loads(rd.jobs_file.read_text())["submissions"]
     assert [(e["stage"], e["out"], list(e["jobs"])) for e in entries] == [
-        ("judge", "x", ["1"]), ("report", "x", ["0"])]
+        ("judge", "x", ["0", "1"]), ("report", "x", ["0"]),  # the re-judge
+        ("judge", "x", ["1"]), ("report", "x", ["0"])]  # the rerun: only the lost shard
     states = wait_final(job_ids(rd), timeout=600)
     assert set(states.values()) == {"COMPLETED"}, (states, logs_tail(rd))
     status = lcr("status", run, "--out", "x").stdout
