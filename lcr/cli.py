@@ -5,10 +5,11 @@
     lcr status shards/llama31-8b-aalcr
     lcr generate shards/llama31-8b-aalcr --shard 3      # one stage's shard, here and now
 
-Exit codes, the same for every command: 0 done; 1 a stage ran and failed (merge incomplete,
-judge endpoint down, a job of the local executor failed); 2 the configuration or an input is
-wrong (one line naming the file, line or key, and the way on); 3 a lock is held (another
-process writes that shard, or submits for that run); 130 interrupted.
+Exit codes, the same for every command, carried by the error classes (lcr/errors.py): 0 done;
+1 a stage ran and failed (merge incomplete, judge endpoint down, a job of the local executor
+failed); 2 the configuration or an input is wrong (one line naming the file, line or key, and
+the way on); 3 a lock is held (another process writes that shard, or submits for that run);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import json
 import os
 import sys
 
-from lcr.config import Config, ConfigError
+from lcr.config import Config
+from lcr.errors import INTERRUPTED, LcrError, exit_code
 
 HELP_KEYS = "configuration keys, defaults and meaning (override with --set section.key=value):\n"
 
@@ -74,10 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true",
                     help="plan and print each stage's sbatch script; submit nothing")
     sp = cmd("status", "per stage and shard: done / running / failed / missing", run=True)
-    sp.add_argument("--out", default="", help="judge and report of a re-judge named OUT")
+    _out_arg(sp, "its judge and report shards")
     sp = cmd("rerun", "resubmit only the shards that are not done, and re-chain what follows",
              run=True)
     sp.add_argument("--dry-run", action="store_true", help="say what would be submitted")
+    _out_arg(sp, "finish its judge and report; generate and merge as for any rerun")
     sp = cmd("generate", "run one generate shard here (what a Slurm array task runs)", run=True)
     sp.add_argument("--shard", type=int, required=True, help="shard index in plan.json")
     sp.add_argument("--part", type=int, default=None, help=argparse.SUPPRESS)  # replicas
@@ -87,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="submit merge -> judge -> report as Slurm jobs instead")
     sp = cmd("judge", "judge the merged answers (all judge shards, then verdicts.jsonl)",
              run=True)
-    sp.add_argument("--out", default="", help="name for a re-judge: judge-OUT/, verdicts-OUT.jsonl")
+    _out_arg(sp, "judge into judge-NAME/ and verdicts-NAME.jsonl, e.g. with another "
+                 "--set judge.model")
     what = sp.add_mutually_exclusive_group()
     what.add_argument("--shard", type=int, default=None, help="run one judge shard only")
     what.add_argument("--finalize", action="store_true", help="only write verdicts from shards")
@@ -97,15 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("report", "accuracy with small-sample cluster intervals; several runs pool as "
                        "seeds (a pooled report gets a name of its own)")
     sp.add_argument("run_dirs", nargs="+")
-    sp.add_argument("--out", default="", help="read verdicts-OUT.jsonl, write report-OUT.*")
+    _out_arg(sp, "read verdicts-NAME.jsonl, write report-NAME.*")
     sp.add_argument("--force", action="store_true", help="pool runs whose settings differ")
     sp = cmd("compare", "paired difference of accuracy between two runs, with its interval")
     sp.add_argument("run_a")
     sp.add_argument("run_b")
-    sp.add_argument("--out", default="", help="compare verdicts-OUT.jsonl of both runs")
+    _out_arg(sp, "compare verdicts-NAME.jsonl of both runs")
     sp.add_argument("--force", action="store_true", help="compare runs whose settings differ")
     sp = cmd("export", "one row per judged answer as Parquet (opens with datasets)", run=True)
-    sp.add_argument("--out", default="", help="verdicts-OUT.jsonl instead of verdicts.jsonl")
+    _out_arg(sp, "read verdicts-NAME.jsonl, write answers-NAME.parquet")
     sp.add_argument("--to", default=None, help="file to write (default RUN/answers.parquet)")
     _bench_args(cmd("bench", "engine performance on an AA-LCR-shaped workload (GPU)", keys=True))
     sp = cmd("demo", "the whole pipeline on the bundled sample data with a tiny local model",
@@ -122,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--bootstrap", action="store_true", help="also the percentile bootstrap")
     sp.add_argument("--seed", type=int, default=0, help="simulation seed")
     return p
+
+
+def _out_arg(sp, what: str) -> None:
+    """--out NAME means one thing in every command: the re-judge named NAME, whose files are
+    judge-NAME/, verdicts-NAME.jsonl, report-NAME.* and answers-NAME.parquet."""
+    sp.add_argument("--out", default="", metavar="NAME",
+                    help=f"the re-judge named NAME: {what}; none: the run's own judge")
 
 
 def _bench_args(sp) -> None:
@@ -156,7 +167,8 @@ def _bench_args(sp) -> None:
                     help="decode steps per calibration measurement")
     sp.add_argument("--calibration", default=None, metavar="FILE",
                     help="predict with the constants and measurements of an earlier "
-                         "--calibrate run on the same machine (its OUT/calibration.json)")
+                         "--calibrate run on the same machine (its --work-dir's "
+                         "calibration.json)")
     sp.add_argument("--no-floor", action="store_true",
                     help="skip the bandwidth probe and the floor")
     sp.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE;...",
@@ -166,9 +178,10 @@ def _bench_args(sp) -> None:
     sp.add_argument("--greedy", type=int, default=0, metavar="N",
                     help="after each engine's runs, decode the first 3 sets greedily for N "
                          "tokens with random weights and compare with the other attention's "
-                         "tokens (OUT/greedy-*.json)")
-    sp.add_argument("--out", default=None,
+                         "tokens (WORK_DIR/greedy-*.json)")
+    sp.add_argument("--work-dir", dest="out", default=None, metavar="DIR",
                     help="work folder (default: lcr-bench-$USER in the temporary folder)")
+    sp.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # --work-dir's old name
     sp.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -211,7 +224,8 @@ def _submit(args) -> int:
 
 def _planned(args):
     """A planned run's directory and config, with the --set overrides it may take."""
-    from lcr.rundir import RunDir, override_planned
+    from lcr.overrides import override_planned
+    from lcr.rundir import RunDir
 
     rd = RunDir(args.run_dir)
     cfg, _ = rd.load_config()
@@ -219,10 +233,11 @@ def _planned(args):
 
 
 def _status(args) -> int:
+    from lcr.rundir import RunDir
     from lcr.status import status_table
 
-    rd, cfg = _planned(args)
-    print(status_table(rd, cfg, args.out))
+    rd = RunDir(args.run_dir)
+    print(status_table(rd, _chain_config(rd, args, args.out), args.out))
     return 0
 
 
@@ -231,19 +246,16 @@ def _rerun(args) -> int:
     from lcr.io import atomic_write_text
     from lcr.provenance import config_toml
 
-    rd, cfg = _planned(args)
-    if any(o.startswith("judge.") for o in args.overrides):
-        from lcr.judge import judge_config
-
-        judge_config(rd, args.overrides)  # refuses what the judged folder cannot take
+    rd, cfg = _planned(args)  # what config.toml keeps
+    chain_cfg = _chain_config(rd, args, args.out)  # what the chain runs with
     with slurm.chain_lock(rd):
         if args.dry_run:
-            slurm.queue(cfg, rd, "", verb="rerun", dry_run=True)
+            slurm.queue(chain_cfg, rd, "", args.out, verb="rerun", dry_run=True)
             return 0
         kind = slurm.executor_kind(cfg)
         if args.overrides:  # the jobs read config.toml: keep the new values there
             atomic_write_text(rd.config_file, config_toml(cfg, rd.run_hash()))
-        slurm.queue(cfg, rd, kind, verb="rerun")
+        slurm.queue(chain_cfg, rd, kind, args.out, _judge_set(args), verb="rerun")
     return 0
 
 
@@ -257,7 +269,7 @@ def _generate(args) -> int:
 
 def _merge(args) -> int:
     if args.submit:
-        return _submit_stages(args, {"merge": [0], "judge": None, "report": [0]})
+        return _submit_chain(args, "merge")
     from lcr.merge import merge_run
 
     result = merge_run(args.run_dir)
@@ -267,7 +279,7 @@ def _merge(args) -> int:
 
 def _judge(args) -> int:
     if args.submit:
-        return _submit_stages(args, {"judge": None, "report": [0]}, args.out)
+        return _submit_chain(args, "judge", args.out)
     from lcr import judge
 
     if args.finalize:
@@ -282,22 +294,35 @@ def _judge(args) -> int:
     return 0
 
 
-def _submit_stages(args, stages: dict, out: str = "") -> int:
-    """`lcr merge --submit`, `lcr judge --submit`: those stages (and the report) as jobs."""
+def _submit_chain(args, first: str, out: str = "") -> int:
+    """`lcr merge --submit`, `lcr judge --submit`: that stage and every one after it (the
+    stage table's order) as jobs, whether done or not."""
     from lcr import slurm
-    from lcr.judge import judge_config
+    from lcr.rundir import RunDir
+    from lcr.stages import chain_from
 
-    rd, cfg = _planned(args)
-    if "judge" in stages:  # the output folder's own judge settings, then --set
-        cfg = judge_config(rd, args.overrides, out)
-    todo = {name: shards if shards is not None else list(range(cfg.judge.shards))
-            for name, shards in stages.items()}
+    rd = RunDir(args.run_dir)
+    cfg = _chain_config(rd, args, out)
+    todo = {stage.name: stage.shards(rd, cfg) for stage in chain_from(first)}
     kind = slurm.executor_kind(cfg)
-    judge_set = [o for o in args.overrides if o.startswith("judge.")]
     with slurm.chain_lock(rd):
-        ids = slurm.submit_chain(cfg, rd, todo, kind, out=out, overrides=judge_set)
+        ids = slurm.submit_chain(cfg, rd, todo, kind, out=out, overrides=_judge_set(args))
     slurm.print_ids(rd, kind, ids)
     return 0
+
+
+def _chain_config(rd, args, out: str = ""):
+    """The config a planned run's chain runs with: config.toml, then the judge output folder's
+    own settings (judge[-OUT]/settings.json), then --set (refusing what the folder cannot
+    take)."""
+    from lcr.judge import judge_config
+
+    return judge_config(rd, args.overrides, out)
+
+
+def _judge_set(args) -> list[str]:
+    """The judge's --set overrides, which jobs apply over the judge folder's saved settings."""
+    return [o for o in args.overrides if o.startswith("judge.")]
 
 
 def _report(args) -> int:
@@ -351,24 +376,6 @@ HANDLERS = {
 }
 
 
-def exit_code(e: BaseException) -> int | None:
-    """The one exit-code policy: 3 lock held, 1 stage failure, 2 configuration or input."""
-    from lcr.data import DataError
-    from lcr.io import LockedError, StorageError
-    from lcr.judge import JudgeError
-    from lcr.report import ReportError
-    from lcr.rundir import RunDirError
-    from lcr.slurm import SlurmError, StageError
-    from lcr.stages import StageFailed
-
-    for kinds, code in (((LockedError,), 3), ((StageError, StageFailed, JudgeError), 1),
-                        ((ConfigError, DataError, RunDirError, ReportError, StorageError,
-                          SlurmError, FileNotFoundError), 2)):
-        if isinstance(e, kinds):
-            return code
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -377,15 +384,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lcr {args.command}: interrupted; what was written is kept. Slurm jobs already "
               "queued keep running: `lcr status RUN` shows them, `scancel` with the ids in "
               "RUN/jobs.json stops them", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:  # `lcr status RUN | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:
         code = exit_code(e)
-        if code is None:
+        if code is None:  # a bug: its traceback says where
             raise
-        prefix = "" if code == 3 else "error: "
+        prefix = getattr(e, "prefix", LcrError.prefix)
         print(f"lcr {args.command}: {prefix}{e}", file=sys.stderr, flush=True)
         return code
 

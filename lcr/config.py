@@ -18,13 +18,15 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lcr.errors import InputError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A configuration problem, with the offending file, section or key in the message."""
 
 
@@ -76,7 +78,7 @@ class CostSection:
     # sequence + step_ctx_s per million context tokens the sequences attend + step_shared_s per
     # million shared-prefix tokens per set in flight. Fitted by `lcr bench --calibrate` (vLLM
     # 0.26, Llama-3.1-8B shapes, dummy weights, one NVIDIA H200, 2026-11-27); with them the model
-    # predicted three workloads within 6% (README "Performance").
+    # predicted three workloads within 6% (jobs/PERFORMANCE.md).
     prefill_tok_s: float = 45108.7  # linear prefill rate at short context
     attn_tokens: float = 51783.5  # context length at which attention doubles prefill cost
     step_s: float = 0.004883  # decode step: fixed part (reading the weights)

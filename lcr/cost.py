@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lcr.config import Config, CostSection, EngineSection
-from lcr.rundir import by_set
 from lcr.shared_prefix.support import MIN_SHARED_BLOCKS, static_reasons
+from lcr.units import by_set
 from lcr.window import Capacity, SetDemand, Window, order_sets
 
 MTOK = 1_000_000

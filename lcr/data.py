@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lcr.cache import build_once, cache_dir
+from lcr.errors import InputError
 from lcr.io import sha256_file
 
 CSV_NAME = "AA-LCR_Dataset.csv"
@@ -36,7 +37,7 @@ REQUIRED_COLUMNS = (
 )
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """A problem with the dataset files, naming the file, line, question or document."""
 
 

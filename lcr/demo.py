@@ -123,14 +123,15 @@ def run_demo(executor: str = "auto", overrides: list[str] = (), config: str | No
 
 def _progress_line(rd, cfg) -> str:
     """One line per stage: shards done of all (and records so far)."""
+    from lcr.stages import STAGES
     from lcr.status import status_rows
 
     rows, _ = status_rows(rd, cfg)
     parts = []
-    for stage in ("generate", "merge", "judge", "report"):
-        mine = [r for r in rows if r[0] == stage]
+    for stage in STAGES:
+        mine = [r for r in rows if r[0] == stage.name]
         done = sum(r[2] == "done" for r in mine)
         records = sum(int(r[3].split("/")[0]) for r in mine if r[3][:1].isdigit())
-        parts.append(f"{stage} {done}/{len(mine)}" + (f" ({records} records)"
-                                                      if records and done < len(mine) else ""))
+        parts.append(f"{stage.name} {done}/{len(mine)}" + (
+            f" ({records} records)" if records and done < len(mine) else ""))
     return "; ".join(parts)

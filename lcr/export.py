@@ -16,10 +16,6 @@ from pathlib import Path
 from lcr.io import durable_path
 from lcr.rundir import RunDir
 
-COLUMNS = ("key", "question_id", "document_set_id", "document_category", "seed", "sample",
-           "question", "official_answer", "answer", "status", "verdict", "reason", "judge_model",
-           "prompt_tokens", "cached_tokens", "output_tokens", "finish_reason")
-
 
 def export_rows(rd: RunDir, out: str = "") -> list[dict]:
     verdicts = rd.load_verdicts(out)

@@ -24,7 +24,8 @@ from lcr.config import Config
 from lcr.cost import replica_parts
 from lcr.feed import feed, make_group
 from lcr.io import ShardWriter, StorageError, read_done, sha256_file, write_done
-from lcr.rundir import RunDir, by_set, keys_sha, prompt_id, prompts_sha, quoted
+from lcr.rundir import RunDir, quoted
+from lcr.units import by_set, keys_sha, prompt_id, prompts_sha
 from lcr.window import Capacity
 
 

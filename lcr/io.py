@@ -33,8 +33,10 @@ from pathlib import Path
 
 import jsonlines
 
+from lcr.errors import InputError, LockHeld
 
-class LockedError(RuntimeError):
+
+class LockedError(LockHeld, RuntimeError):
     """Another process holds the lock (a shard file being written, a submit in progress)."""
 
 
@@ -43,7 +45,7 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 STALE_TEMP_S = 24 * 3600  # a temporary file this old is a leftover, whoever made it
 
 
-class StorageError(OSError):
+class StorageError(InputError, OSError):
     """A write the disk refused: `<path>: cannot <action> (<reason>)<detail>`, one line."""
 
     def __init__(self, path: str | Path, action: str, err: OSError, detail: str = ""):
@@ -175,11 +177,14 @@ def encode_lines(records) -> bytes:
 
 def read_jsonl(path: str | Path) -> JsonlRead:
     """Every JSON object in the file; torn, empty or non-JSON lines are listed, not fatal."""
-    out = JsonlRead()
     path = Path(path)
-    if not path.exists():
-        return out
-    lines = path.read_bytes().splitlines(keepends=True)
+    return parse_jsonl(path.read_bytes()) if path.exists() else JsonlRead()
+
+
+def parse_jsonl(data: bytes) -> JsonlRead:
+    """read_jsonl of a file's bytes already read (to hash them too)."""
+    out = JsonlRead()
+    lines = data.splitlines(keepends=True)
     torn = bool(lines) and not lines[-1].endswith(b"\n")
     reader = jsonlines.Reader(lines[:-1] if torn else lines)
     while True:

@@ -45,6 +45,7 @@ from lcr.backends import (  # noqa: F401 (the backends were defined here: re-exp
     make_backend,
 )
 from lcr.config import Config, ConfigError, apply_values
+from lcr.errors import StageFailure
 from lcr.io import (
     ShardWriter,
     append_locked,
@@ -56,17 +57,10 @@ from lcr.io import (
     sha256_text,
     write_done,
 )
+from lcr.overrides import override_planned
 from lcr.prompts import judge_messages
-from lcr.rundir import (
-    RunDir,
-    answers_sha,
-    check_out_name,
-    judge_shard_units,
-    officials_sha,
-    override_planned,
-    quoted,
-    response_sha,
-)
+from lcr.rundir import RunDir, check_out_name, quoted
+from lcr.units import answers_sha, judge_shard_units, officials_sha, response_sha
 from lcr.verdict import exact_verdict, parse_verdict  # noqa: F401 (exact_verdict: re-exported)
 
 IDENTITY = ("backend", "model", "prompt", "prompt_role", "shards")  # fixed per output folder
@@ -75,7 +69,7 @@ SETTING_DEFAULTS = {"prompt_role": "user"}
 RECORD_DEFAULTS = {"judge_prompt_role": "user"}
 
 
-class JudgeError(RuntimeError):
+class JudgeError(StageFailure, RuntimeError):
     """A judge stage that cannot go on, with the reason and the fix."""
 
 
@@ -215,7 +209,11 @@ def judge_shard(run_dir: str | Path, shard: int, out: str = "", overrides=(), ba
                 retry_errors: bool = False) -> dict:
     """Judge one shard of merged.jsonl into judge[-OUT]/shard-K.jsonl; return the done info."""
     rd = RunDir(run_dir)
-    cfg = judge_config(rd, overrides, out)
+    return _judge_shard(rd, judge_config(rd, overrides, out), shard, out, backend, retry_errors)
+
+
+def _judge_shard(rd: RunDir, cfg: Config, shard: int, out: str, backend,
+                 retry_errors: bool) -> dict:
     if not 0 <= shard < cfg.judge.shards:
         raise JudgeError(f"judge shard {shard} out of range: judge.shards = {cfg.judge.shards}")
     answers = rd.official_answers()
@@ -312,7 +310,10 @@ def _judge_chunk(backend, cfg, chunk, questions, ident, shard, writer, cache, st
 def finalize_verdicts(run_dir: str | Path, out: str = "", overrides=()) -> dict:
     """verdicts[-OUT].jsonl with every merged unit exactly once, in merged order."""
     rd = RunDir(run_dir)
-    cfg = judge_config(rd, overrides, out)
+    return _finalize(rd, judge_config(rd, overrides, out), out)
+
+
+def _finalize(rd: RunDir, cfg: Config, out: str) -> dict:
     merged = _with_officials(rd.load_merged(), rd.official_answers())
     ident, shards = identity(cfg), cfg.judge.shards
     parts = [judge_shard_units(merged, k, shards) for k in range(shards)]
@@ -342,9 +343,11 @@ def finalize_verdicts(run_dir: str | Path, out: str = "", overrides=()) -> dict:
 
 def judge_run(run_dir: str | Path, out: str = "", overrides=(), backend=None,
               retry_errors: bool = False) -> dict:
-    """Every judge shard here, one after the other (one backend), then finalize."""
-    cfg = judge_config(RunDir(run_dir), overrides, out)
+    """Every judge shard here, one after the other (one backend, one reading of the run
+    directory and of the judge settings), then finalize."""
+    rd = RunDir(run_dir)
+    cfg = judge_config(rd, overrides, out)
     backend = backend or make_backend(cfg)  # the vllm engine starts once, on first use
     for k in range(cfg.judge.shards):
-        judge_shard(run_dir, k, out, overrides, backend, retry_errors)
-    return finalize_verdicts(run_dir, out, overrides)
+        _judge_shard(rd, cfg, k, out, backend, retry_errors)
+    return _finalize(rd, cfg, out)

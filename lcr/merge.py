@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lcr.io import atomic_write_jsonl, read_jsonl, sha256_file, write_done
-from lcr.rundir import RunDir, plan_units, quoted, unit_key
+from lcr.rundir import RunDir, quoted
+from lcr.units import plan_units, unit_key
 
 REQUIRED = ("key", "question_id", "seed", "sample", "document_set_id", "status", "response")
 SHOW = 20  # missing keys and problems listed in the printed summary

@@ -16,8 +16,10 @@ from collections import Counter
 from lcr.config import Config, ConfigError
 from lcr.cost import pack, replica_parts, units_cost
 from lcr.io import atomic_write_json, atomic_write_text
+from lcr.overrides import fixed_differences
 from lcr.provenance import config_toml
-from lcr.rundir import RunDir, by_set, fixed_differences, plan_units, unit_key
+from lcr.rundir import RunDir
+from lcr.units import by_set, plan_units, unit_key
 
 
 def make_units(questions: list[dict], seeds: list[int], n: int) -> list[dict]:

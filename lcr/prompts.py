@@ -12,6 +12,8 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
+from lcr.errors import InputError
+
 JUDGE_PROTOCOLS = ("v1.0", "v1.1")
 
 # Which judge protocol goes with which dataset revision: v1.1 corrected 16 answer keys
@@ -112,7 +114,7 @@ def judge_messages(protocol: str, question: str, official: str, candidate: str,
     return messages
 
 
-class RevisionError(ValueError):
+class RevisionError(InputError, ValueError):
     """A dataset revision whose judge protocol is unknown, or contradicts data.protocol."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lcr.backends import BACKENDS
 from lcr.config import Config, ReportSection
+from lcr.errors import InputError
 from lcr.io import durable_path, sha256_file
 from lcr.provenance import run_setup, totals
 from lcr.render import compare_text, render_markdown, render_png, summary_line
@@ -57,7 +58,7 @@ JUDGE_FIELDS = {"judge.backend": "judge_backend", "judge.model": "judge_model",
 RECORD_DEFAULTS = {"judge_prompt_role": "user"}
 
 
-class ReportError(ValueError):
+class ReportError(InputError, ValueError):
     """Run directories that cannot be reported on (or pooled), with the reason and the fix."""
 
 

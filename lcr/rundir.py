@@ -8,92 +8,41 @@
 
 Every stage reads its inputs through this module and writes through lcr.io, so the contract
 (the README's "Run directory (the contract)") has one home and no stage imports another.
-A done marker counts only when it covers exactly the units it claims: a plan that changed
-since, or a marker copied from elsewhere, is not done.
+A done marker counts only when it covers exactly the units it claims (the hashes of
+lcr.units): a plan that changed since, or a marker copied from elsewhere, is not done. What
+`--set` may change once a run is planned lives in lcr.overrides.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from lcr.config import (
-    Config,
-    ConfigError,
-    apply_values,
-    config_from_dict,
-    parse_override,
-    validate,
-)
-from lcr.io import read_done, read_jsonl, sha256_file, sha256_text
+from lcr.config import Config, ConfigError, config_from_dict
+from lcr.errors import InputError
+from lcr.io import parse_jsonl, read_done, read_jsonl, sha256_file
+from lcr.units import answers_sha, keys_sha, officials_sha, prompt_id, prompts_sha
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-
-
+T = TypeVar("T")
 VERDICT_FIELDS = ("key", "question_id", "seed", "sample", "document_set_id", "verdict")
 
 
-class RunDirError(ValueError):
+class RunDirError(InputError, ValueError):
     """A run directory file that is missing or damaged, with the file and the way on."""
-
-
-# What `--set` may change once a run is planned (rerun, judge, merge --submit): how and where
-# its work runs. Everything else decides what its records mean: changing it needs a new
-# run.name, or `lcr plan --force` (records made under the old settings are then ignored).
-ALL_KEYS = None
-CHANGEABLE_AFTER_PLANNING: dict[str, tuple[str, ...] | None] = {
-    "slurm": ALL_KEYS, "judge": ALL_KEYS, "report": ALL_KEYS, "debug": ALL_KEYS,
-    "cost": ALL_KEYS,
-    "engine": ("tensor_parallel_size", "replicas", "gpu_memory_utilization",
-               "kv_cache_memory_bytes", "enable_prefix_caching", "enable_chunked_prefill",
-               "max_num_batched_tokens", "max_num_seqs", "enforce_eager", "batch_sets",
-               "compile_cache", "seed", "shared_prefix_attention"),
-}
-
-
-def changeable(section: str, key: str) -> bool:
-    if section not in CHANGEABLE_AFTER_PLANNING:
-        return False
-    keys = CHANGEABLE_AFTER_PLANNING[section]
-    return keys is ALL_KEYS or key in keys
-
-
-def fixed_differences(old: Config, new: Config) -> list[str]:
-    """`section.key: old -> new` for every key that differs and may not change after planning
-    (run.name and run.root name the directory: they are the same by construction)."""
-    a, b = old.to_dict(), new.to_dict()
-    return [f"{section}.{key}: {a[section].get(key)!r} -> {value!r}"
-            for section, values in b.items() if section != "run"
-            for key, value in values.items()
-            if not changeable(section, key) and a[section].get(key) != value]
-
-
-def override_planned(cfg: Config, overrides, where: str) -> Config:
-    """Apply `--set` overrides to a planned run's config: only changeable keys, validated."""
-    for text in overrides:
-        data = parse_override(text)
-        (section, values), = data.items()
-        (key, _), = values.items()
-        if not changeable(section, key):
-            allowed = ", ".join(f"{s}.*" if k is ALL_KEYS else f"{s}.{{{','.join(k)}}}"
-                                for s, k in CHANGEABLE_AFTER_PLANNING.items())
-            raise ConfigError(
-                f"--set {text}: {section}.{key} is fixed once {where} is planned (it decides "
-                f"what its records mean); what may change: {allowed}. For a different "
-                f"{section}.{key}, plan a new run (another run.name)")
-        apply_values(cfg, data, f"--set {text}")
-    validate(cfg)
-    return cfg
 
 
 _SAFE_OUT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -112,42 +61,6 @@ def check_out_name(out: str) -> str:
     return out
 
 
-def unit_key(question_id: str, seed: int, sample: int) -> str:
-    return f"{question_id}:{seed}:{sample}"
-
-
-def keys_sha(units: list[dict]) -> str:
-    """Identity of a set of units (a shard, a replica part): its sorted keys."""
-    return hashlib.sha256("\n".join(sorted(u["key"] for u in units)).encode()).hexdigest()
-
-
-def prompt_id(question: dict) -> str:
-    """What a unit's generation depends on besides the config: its prompt's token ids (or, for
-    a question too long to run, its length). A new snapshot or `lcr plan --force` that changes
-    a question changes this, and that question's records and markers stop counting."""
-    return question.get("prompt_sha256") or f"too_long:{question.get('prompt_tokens')}"
-
-
-def prompts_sha(units: list[dict], prompt_ids: dict[str, str]) -> str:
-    lines = sorted(f"{u['key']}\t{prompt_ids.get(u['question_id'])}" for u in units)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def response_sha(unit: dict) -> str:
-    return sha256_text(unit.get("response") or "")
-
-
-def answers_sha(units: list[dict]) -> str:
-    """Identity of a set of answers to judge: keys and the responses they hold."""
-    lines = sorted(f"{u['key']}\t{response_sha(u)}" for u in units)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def officials_sha(units: list[dict], answers: dict[str, str]) -> str:
-    lines = sorted(f"{u['key']}\t{sha256_text(answers.get(u['question_id'], ''))}" for u in units)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
 def _holds(path: Path, sha: str) -> bool:
     try:
         return sha256_file(path) == sha
@@ -155,26 +68,27 @@ def _holds(path: Path, sha: str) -> bool:
         return False
 
 
-def by_set(units: list[dict]) -> dict[str, list[dict]]:
-    """Units grouped by document set, sets in order of first appearance."""
-    groups: dict[str, list[dict]] = {}
-    for u in units:
-        groups.setdefault(u["document_set_id"], []).append(u)
-    return groups
-
-
-def plan_units(plan: dict) -> list[dict]:
-    return [u for s in plan["shards"] for u in s["units"]]
-
-
-def judge_shard_units(merged: list[dict], shard: int, shards: int) -> list[dict]:
-    """Round-robin by position in merged.jsonl: unit i goes to judge shard i % shards."""
-    return merged[shard::shards]
-
-
 class RunDir:
+    """One run directory. Its readers keep what they parsed for as long as the file is
+    unchanged (same inode, size and modification time), so a command reads each file once
+    however many checks ask: what they return is shared, to be read, not modified
+    (load_config builds a fresh Config each time, since overrides change it)."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._memo: dict[tuple[Path, str], tuple[tuple, object]] = {}
+
+    def _cached(self, path: Path, what: str, read: Callable[[], T]) -> T:
+        """read(), or what it returned last time if `path` has not changed since."""
+        try:
+            st = path.stat()
+        except OSError:
+            return read()  # missing or unreadable: the reader says so
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = self._memo.get((path, what))
+        if hit is None or hit[0] != sig:
+            hit = self._memo[(path, what)] = (sig, read())
+        return hit[1]
 
     # ---- paths: inputs made by prepare and plan
     @property
@@ -184,10 +98,6 @@ class RunDir:
     @property
     def questions_file(self) -> Path:
         return self.path / "questions.jsonl"
-
-    @property
-    def prompts_dir(self) -> Path:
-        return self.path / "prompts"
 
     @property
     def plan_file(self) -> Path:
@@ -263,6 +173,10 @@ class RunDir:
             what = "is a folder, not" if self.config_file.is_dir() else "holds no"
             raise ConfigError(f"{self.path}: not a run directory ({what} config.toml); run "
                               "`lcr plan CONFIG` first")
+        data, meta = copy.deepcopy(self._cached(self.config_file, "toml", self._read_config))
+        return config_from_dict(data, str(self.config_file)), meta
+
+    def _read_config(self) -> tuple[dict, dict]:
         try:
             data = tomllib.loads(self.config_file.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -275,7 +189,7 @@ class RunDir:
             raise ConfigError(f"{self.config_file}: damaged ({what}; lcr plan writes every "
                               "table); re-plan with `lcr plan CONFIG --force` (records already "
                               "written are kept)")
-        return config_from_dict(data, str(self.config_file)), meta
+        return data, meta
 
     def run_hash(self) -> str:
         """The run's generation hash, fixed when it was planned (stable across lcr upgrades)."""
@@ -285,6 +199,9 @@ class RunDir:
     def load_plan(self) -> dict:
         if not self.plan_file.exists():
             raise RunDirError(f"{self.plan_file}: missing; run `lcr plan CONFIG` first")
+        return self._cached(self.plan_file, "json", self._read_plan)
+
+    def _read_plan(self) -> dict:
         try:
             plan = json.loads(self.plan_file.read_text())
             plan["shards"][0]["units"]
@@ -304,6 +221,9 @@ class RunDir:
         """questions.jsonl, as prepare wrote it."""
         if not self.questions_file.exists():
             raise RunDirError(f"{self.questions_file}: missing; run `lcr plan CONFIG` first")
+        return self._cached(self.questions_file, "jsonl", self._read_questions)
+
+    def _read_questions(self) -> list[dict]:
         read = read_jsonl(self.questions_file)
         if read.bad_lines:
             line, why = read.bad_lines[0]
@@ -364,23 +284,35 @@ class RunDir:
                 return None  # lines were lost (or the file replaced) since it was done
         return info
 
+    def merge_marker(self) -> dict | None:
+        """merged.done's content, whether or not it still vouches for merged.jsonl."""
+        return self._cached(self.merged_done, "done", lambda: read_done(self.merged_done))
+
+    def _merged(self) -> tuple[str, list[dict]]:
+        """merged.jsonl's sha256 and records, from one read."""
+        def read():
+            data = self.merged_file.read_bytes()
+            return hashlib.sha256(data).hexdigest(), parse_jsonl(data).records
+
+        return self._cached(self.merged_file, "read", read)
+
     def merge_done(self) -> dict | None:
         """merged.done, if it vouches for merged.jsonl as it is now."""
-        done = read_done(self.merged_done)
+        done = self.merge_marker()
         if done is None or not self.merged_file.exists():
             return None
-        return done if sha256_file(self.merged_file) == done.get("sha256") else None
+        return done if self._merged()[0] == done.get("sha256") else None
 
     def load_merged(self) -> list[dict]:
         """merged.jsonl, only if merged.done vouches for exactly this file."""
-        if read_done(self.merged_done) is None:
+        if self.merge_marker() is None:
             raise RunDirError(
                 f"{self.merged_done}: missing, so the merge is not complete; run `lcr merge "
                 f"{self.path}` (it lists the missing units) and finish generation first")
         if self.merge_done() is None:
             raise RunDirError(f"{self.merged_file} does not match {self.merged_done} (sha256 "
                               f"differs); run `lcr merge {quoted(self.path)}` again")
-        return read_jsonl(self.merged_file).records
+        return self._merged()[1]
 
     def load_verdicts(self, out: str = "") -> list[dict]:
         """verdicts[-OUT].jsonl, checked for the fields and keys a report needs."""

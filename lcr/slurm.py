@@ -22,17 +22,18 @@ import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from lcr.config import Config, ConfigError
+from lcr.errors import InputError, StageFailure
 from lcr.io import StorageError, locked, update_json
 from lcr.rundir import RunDir, quoted
-from lcr.stages import STAGES, Stage, StageJob
+from lcr.stages import LAST, STAGES, Stage, StageJob
 from lcr.status import ACTIVE, latest_jobs, slurm_states, why_failed
 
 
-class SlurmError(RuntimeError):
+class SlurmError(InputError, RuntimeError):
     """Slurm is there but did not take the jobs (controller down, sbatch refused)."""
 
 
-class StageError(RuntimeError):
+class StageError(StageFailure, RuntimeError):
     """Jobs of a stage run by the local executor failed; the message lists them."""
 
 
@@ -151,7 +152,7 @@ def _submit(cfg, rd, todo, kind, wait_for, out, overrides, entries) -> dict:
                 jobs = [ex.submit(StageJob(), stage.name, path, 0, out, overrides)]
             ids[stage.name] = {str(k): j.job_id for k, j in zip(shards, jobs)}
             entry = {"stage": stage.name, "time": now, "jobs": ids[stage.name]}
-            entries.append({**entry, "out": out} if stage.name in ("judge", "report") else entry)
+            entries.append({**entry, "out": out} if stage.per_out else entry)
             after = [jobs[0].job_id.split("_")[0]] + waiting
         elif waiting:
             after = waiting  # the next stage follows this stage's jobs still queued or running
@@ -265,43 +266,41 @@ def describe_todo(submit: dict[str, list[int]], wait: dict[str, list[str]]) -> s
     return ", ".join(parts) + after
 
 
-def queue(cfg: Config, rd: RunDir, kind: str, out: str = "", overrides=(), stages=None,
-          verb: str = "submit", dry_run: bool = False, log=print) -> dict:
-    """Submit what is not done and not already queued (only `stages`, when given)."""
+def queue(cfg: Config, rd: RunDir, kind: str, out: str = "", overrides=(),
+          verb: str = "submit", dry_run: bool = False) -> dict:
+    """Submit what is not done and not already queued; `out` names a re-judge (its judge and
+    report), `overrides` are the judge's --set values the jobs apply."""
     submit, wait, superseded, problems = plan_submission(rd, cfg, out)
-    if stages is not None:
-        submit = {k: (v if k in stages else []) for k, v in submit.items()}
-        wait = {k: (v if k in stages else []) for k, v in wait.items()}
     if not any(submit.values()):
         if any(wait.values()):
             jobs = ", ".join(f"{name} {ids}" for name, ids in wait.items() if ids)
-            log(f"{verb}: nothing new to submit; the rest of the chain is queued or running "
-                f"({jobs}); watch with `lcr status {quoted(rd.path)}`")
+            print(f"{verb}: nothing new to submit; the rest of the chain is queued or running "
+                  f"({jobs}); watch with `lcr status {quoted(rd.path)}`")
         else:
-            log(f"{rd.path}: nothing to do; every stage is done")
+            print(f"{rd.path}: nothing to do; every stage is done")
         return {}
-    log(f"{verb}: {describe_todo(submit, wait)}")
+    print(f"{verb}: {describe_todo(submit, wait)}")
     if problems:
-        log(f"note: Slurm did not answer ({problems[0]}); jobs it may still run are unknown")
+        print(f"note: Slurm did not answer ({problems[0]}); jobs it may still run are unknown")
     if dry_run:
         return {}
     cancel(superseded)
     ids = submit_chain(cfg, rd, submit, kind, wait, out, overrides)
-    print_ids(rd, kind, ids, log)
+    print_ids(rd, kind, ids)
     return ids
 
 
-def print_ids(rd: RunDir, kind: str, ids: dict, log=print) -> None:
+def print_ids(rd: RunDir, kind: str, ids: dict) -> None:
     if kind == "local":
-        log(f"ran every stage locally (submitit local executor); run dir {rd.path}")
-        if ids.get("report"):
-            log(ids["report"][0])
+        print(f"ran every stage locally (submitit local executor); run dir {rd.path}")
+        if ids.get(LAST.name):
+            print(ids[LAST.name][0])
         return
     for stage in STAGES:
         if stage.name in ids:
-            log(f"{stage.name:>8}: " + ", ".join(f"{k}:{j}" for k, j in ids[stage.name].items()))
-    log(f"run dir: {rd.path}  (job ids saved in {rd.jobs_file.name}; watch with "
-        f"`lcr status {quoted(rd.path)}`)")
+            print(f"{stage.name:>8}: " + ", ".join(f"{k}:{j}" for k, j in ids[stage.name].items()))
+    print(f"run dir: {rd.path}  (job ids saved in {rd.jobs_file.name}; watch with "
+          f"`lcr status {quoted(rd.path)}`)")
 
 
 def wait_for_report(rd: RunDir, timeout_s: float, poll_s: float = 5.0, on_poll=None) -> bool:
@@ -310,7 +309,7 @@ def wait_for_report(rd: RunDir, timeout_s: float, poll_s: float = 5.0, on_poll=N
     while time.time() < deadline:
         if rd.report_paths()["json"].exists():
             return True
-        rep = latest_jobs(rd).get("report", {}).get("0")
+        rep = latest_jobs(rd).get(LAST.name, {}).get("0")
         st = slurm_states([rep]).get(rep, "") if rep else ""
         if st and st.upper() not in ACTIVE and st.upper() != "COMPLETED":
             return False

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 import submitit
 
 from lcr.config import Config
+from lcr.errors import StageFailure
 from lcr.io import read_done, read_jsonl, sha256_file
-from lcr.rundir import RunDir, judge_shard_units
+from lcr.rundir import RunDir
+from lcr.units import judge_shard_units
 
 
-class StageFailed(RuntimeError):
+class StageFailed(StageFailure, RuntimeError):
     """A stage ran and did not finish its work (the message says what is missing)."""
 
 
@@ -37,6 +39,7 @@ class Stage:
     after: str = "afterok"  # dependency on the stage before: afterany runs even if it failed
     gpus: str = ""  # [slurm] key holding its GPUs per node ("" = no GPUs)
     minutes: str = ""  # [slurm] key holding its time limit ("" = 30 minutes)
+    per_out: bool = False  # its files belong to one judge output (--out NAME: judge-NAME/, ...)
 
     @property
     def heavy(self) -> bool:
@@ -121,7 +124,7 @@ def _generate_records(rd: RunDir, k: int, out: str) -> str:
 
 
 def _merge_records(rd: RunDir, k: int, out: str) -> str:
-    info = read_done(rd.merged_done)
+    info = rd.merge_marker()
     return str(info["records"]) if info else "-"
 
 
@@ -140,10 +143,19 @@ STAGES = (
     # afterany: the merge runs even when a shard failed, and lists what is missing
     Stage("merge", _merge, _one, _merge_done, _merge_records, after="afterany"),
     Stage("judge", _judge, _judge_shards, _judge_done, _judge_records, array=True,
-          gpus="judge_gpus_per_node", minutes="judge_time"),
-    Stage("report", _report, _one, _report_done, _no_records),
+          gpus="judge_gpus_per_node", minutes="judge_time", per_out=True),
+    Stage("report", _report, _one, _report_done, _no_records, per_out=True),
 )
 BY_NAME = {s.name: s for s in STAGES}
+LAST = STAGES[-1]  # its result is the run's summary line
+
+
+def chain_from(name: str) -> tuple[Stage, ...]:
+    """The stage `name` and every stage after it, in order: what runs once `name` has to."""
+    names = [s.name for s in STAGES]
+    if name not in names:
+        raise KeyError(f"no stage {name!r}; the stages are {', '.join(names)}")
+    return STAGES[names.index(name):]
 
 
 class StageJob(submitit.helpers.Checkpointable):

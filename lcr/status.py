@@ -17,7 +17,7 @@ import time
 from lcr.config import Config
 from lcr.io import read_jsonl
 from lcr.rundir import RunDir, RunDirError, quoted
-from lcr.stages import STAGES
+from lcr.stages import BY_NAME, STAGES
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 FAILED = {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
@@ -112,7 +112,8 @@ def latest_jobs(rd: RunDir, out: str = "") -> dict[str, dict[str, str]]:
                           "from the files") from None
     jobs: dict[str, dict[str, str]] = {}
     for entry in submissions:
-        if entry["stage"] in ("judge", "report") and entry.get("out", "") != out:
+        stage = BY_NAME.get(entry["stage"])
+        if stage is not None and stage.per_out and entry.get("out", "") != out:
             continue
         jobs.setdefault(entry["stage"], {}).update(entry["jobs"])
     return jobs

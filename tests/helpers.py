@@ -1,6 +1,10 @@
 """Helpers shared by the tests (importable as `helpers`: pytest puts tests/ on sys.path)."""
 
+import contextlib
+import os
 import shutil
+import sys
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,3 +22,29 @@ def copy_run(src, dst_root, name="copy"):
     dst = Path(dst_root) / name
     shutil.copytree(src, dst)
     return dst
+
+
+_COUNTERS: list = []  # the Counters of open_counts() blocks now running
+
+
+def _on_open(event, args):
+    if event == "open" and _COUNTERS and isinstance(args[0], (str, os.PathLike)):
+        path = Path(os.path.abspath(os.fsdecode(args[0])))
+        for folder, counts in _COUNTERS:
+            if folder in path.parents:
+                counts[path.name] += 1
+
+
+@contextlib.contextmanager
+def open_counts(folder):
+    """How often each file under `folder` is opened (read or written) inside the block, by
+    name: counted by an audit hook, so every open counts, the library's and Python's own."""
+    if not getattr(sys, "_lcr_open_hook", False):
+        sys.addaudithook(_on_open)  # hooks cannot be removed: one per process, idle outside
+        sys._lcr_open_hook = True
+    counts: Counter = Counter()
+    _COUNTERS.append((Path(os.path.abspath(folder)), counts))
+    try:
+        yield counts
+    finally:
+        _COUNTERS.pop()

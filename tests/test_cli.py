@@ -49,6 +49,35 @@ def test_exit_codes_follow_one_policy(tmp_path, capsys, monkeypatch):
     assert f"pid {os.getpid()}" in capsys.readouterr().err
 
 
+def test_every_error_class_carries_its_exit_code():
+    import importlib
+    import pkgutil
+
+    import lcr
+    from lcr.errors import InputError, LcrError, LockHeld, StageFailure, exit_code
+
+    classes = {}
+    for info in pkgutil.iter_modules(lcr.__path__):
+        module = importlib.import_module(f"lcr.{info.name}")
+        for name, obj in vars(module).items():
+            if (isinstance(obj, type) and issubclass(obj, Exception)
+                    and obj.__module__ == module.__name__):
+                classes[name] = obj
+    assert set(classes) >= {"ConfigError", "DataError", "LockedError", "StorageError",
+                            "JudgeError", "EndpointError", "ReportError", "RunDirError",
+                            "SlurmError", "StageError", "StageFailed", "RevisionError"}
+    bases = {InputError: 2, StageFailure: 1, LockHeld: 3}
+    for name, cls in classes.items():
+        if cls in bases or cls is LcrError:
+            continue
+        (base,) = [b for b in bases if issubclass(cls, b)]  # exactly one kind of failure
+        assert cls.exit_code == bases[base], name
+    assert exit_code(FileNotFoundError(2, "x")) == 2 and exit_code(KeyError("bug")) is None
+    # the builtins they always were still catch them
+    assert issubclass(classes["ConfigError"], ValueError)
+    assert issubclass(classes["StorageError"], OSError)
+
+
 def test_only_what_may_change_can_change_on_a_planned_run(tmp_path, capsys):
     rd, _, _ = make_run(tmp_path)
     assert main(["rerun", str(rd.path), "--dry-run", "--set", "sampling.temperature=0.7"]) == 2
@@ -96,3 +125,65 @@ def test_commands_printed_for_copying_quote_their_paths(tmp_path, capsys):
     generate_all(rd, cfg, plan, skip={plan["shards"][0]["units"][0]["key"]})
     assert main(["merge", str(rd.path)]) == 1
     assert f"`lcr rerun '{rd.path}'`" in capsys.readouterr().out
+
+
+def test_chains_follow_the_stage_table():
+    from lcr.stages import STAGES, chain_from
+
+    assert chain_from(STAGES[0].name) == STAGES
+    assert [s.name for s in chain_from("judge")] == ["judge", "report"]
+    assert [s.name for s in STAGES if s.per_out] == ["judge", "report"]  # judge-OUT/, report-OUT
+    with pytest.raises(KeyError, match="the stages are generate, merge, judge, report"):
+        chain_from("extract")
+
+
+# ---- documented commands and flags that no other test runs (tests/test_docs.py parses them)
+
+def test_compare_from_the_command_line_with_out_and_force(tmp_path, capsys):
+    from test_report import make_run as verdict_run
+    from test_report import records
+
+    recs = records(seeds=(0,), rng_seed=5)
+    better = [dict(r, verdict="CORRECT") if i % 3 == 0 else r for i, r in enumerate(recs)]
+    a = verdict_run(tmp_path, "a", better, out="strict")
+    b = verdict_run(tmp_path, "b", recs, out="strict", sampling__temperature=0.7)
+    assert main(["compare", str(a), str(b), "--out", "strict"]) == 2
+    assert "sampling.temperature differs (0.0 vs 0.7)" in capsys.readouterr().err
+    assert main(["compare", str(a), str(b), "--out", "strict", "--force"]) == 0
+    assert "A - B = +" in capsys.readouterr().out
+    assert main(["compare", str(a), str(b)]) == 2  # without --out: their own verdicts, none
+    assert "verdicts.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_export_to_a_file_of_a_rejudge(tmp_path, capsys):
+    rd, _, _ = merged_run(tmp_path, backend="exact")
+    assert main(["judge", str(rd.path), "--out", "again"]) == 0
+    target = tmp_path / "elsewhere" / "rows.parquet"
+    target.parent.mkdir()
+    assert main(["export", str(rd.path), "--out", "again", "--to", str(target)]) == 0
+    assert f"wrote {target}" in capsys.readouterr().out
+    assert target.stat().st_size > 0 and not (rd.path / "answers-again.parquet").exists()
+    assert main(["export", str(rd.path), "--out", "again"]) == 0
+    assert (rd.path / "answers-again.parquet").exists()
+
+
+def test_coverage_from_the_command_line(capsys):
+    argv = ["coverage", "--reps", "40", "--truth", "0.3", "--icc", "0.3", "--seeds", "1"]
+    assert main(argv) == 0
+    plain = capsys.readouterr().out
+    assert main([*argv, "--bootstrap", "--seed", "1"]) == 0
+    both = capsys.readouterr().out
+    assert "percentile bootstrap" in both and "percentile bootstrap" not in plain
+    assert plain.splitlines()[2].startswith(" 0.30 0.3     1  0.")  # one cell, coverage shares
+
+
+def test_submit_force_replans_a_run_with_another_config(tmp_path, capsys):
+    base = ["--set", f"run.root={str(tmp_path)!r}", "--set", "slurm.executor='local'"]
+    assert main(["plan", str(DEMO), *base]) == 0
+    more = [*base, "--set", "sampling.seeds=[0,1,2]"]
+    assert main(["submit", str(DEMO), *more, "--dry-run"]) == 2  # refused: another config
+    assert "--force" in capsys.readouterr().err
+    assert main(["submit", str(DEMO), *more, "--dry-run", "--force"]) == 0
+    assert "===== generate (sbatch script; not submitted) =====" in capsys.readouterr().out
+    plan = json.loads(RunDir(tmp_path / "demo").plan_file.read_text())
+    assert {u["seed"] for s in plan["shards"] for u in s["units"]} == {0, 1, 2}

@@ -2,8 +2,8 @@
 
     python -m pytest -q tests/test_faults.py
 
-One test, or one row of a table, per case of the README's "Failure handling" section, which
-names the test of every row (test_readme_table_names_real_tests keeps the two in step). Each
+One test, or one row of a table, per case of tests/FAILURES.md, which names the test of every
+row (test_failure_table_names_real_tests keeps the two in step, exit codes included). Each
 asserts the message the user sees and that nothing written was lost or written twice. The
 user-facing entry points are driven: `lcr.cli.main` (the `lcr` console script, in this process
 or as `python -m lcr.cli`), and the real local Slurm cluster where one is needed.
@@ -35,8 +35,9 @@ import lcr.io as lcr_io
 from lcr import generate
 from lcr.io import ShardWriter, read_jsonl
 from lcr.merge import merge_run
-from lcr.rundir import RunDir, plan_units
+from lcr.rundir import RunDir
 from lcr.sample import write_snapshot
+from lcr.units import plan_units
 
 KEY = "sk-lcr-faults-5d1e9b7a3c"  # a judge API key: must never reach the run dir or a log
 KEY_ENV = "LCR_FAULTS_JUDGE_KEY"
@@ -904,7 +905,7 @@ def test_slurm_preempted_then_cancelled_job_loses_nothing(tmp_path):
     assert_once(read_jsonl(rd.verdicts_file()).records, units)
 
 
-# ---- the README's table ---------------------------------------------------------------------
+# ---- tests/FAILURES.md's table ----------------------------------------------------------------
 
 # ---- reliability and the first hour -----------------------------------------------------------
 
@@ -1251,29 +1252,60 @@ def _one_chain_at_a_time(rd: RunDir) -> None:
     wait_until(lambda: all_final(ids), 600, "the merge submissions finished", poll=2)
 
 
-def readme_rows() -> list[str]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Failure handling\n", 1)[1].split("\n## ", 1)[0]
-    rows = [ln for ln in section.splitlines() if ln.startswith("|")]
-    return rows[2:]  # past the header and its rule
+FAILURES = REPO / "tests" / "FAILURES.md"
+# How a test shows an exit code: `code == 2`, `proc.returncode == 3`, `cli(...)[0] == 0`,
+# `cli_main([...]) == 2`, or `pytest.raises(SomeError)` (the code that error class exits with).
+CODE_ASSERT = re.compile(r"(?:\bcode_?|\breturncode|\[0\]|\))\s*==\s*(\d+)\b")
+RAISES = re.compile(r"pytest\.raises\((\w+)")
 
 
-def test_readme_table_names_real_tests():
-    rows = readme_rows()
+def failure_rows() -> list[list[str]]:
+    """The cells of tests/FAILURES.md's table: case | what you see | what to do | test."""
+    lines = FAILURES.read_text(encoding="utf-8").splitlines()
+    rows = [ln for ln in lines if ln.startswith("|")][2:]  # past the header and its rule
+    return [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
+
+
+def function_source(file: str, name: str) -> str:
+    """The source of one test function (from its def to the next top-level line)."""
+    source = (REPO / "tests" / file).read_text(encoding="utf-8")
+    found = re.search(rf"^def {name}\(.*?(?=^\S|\Z)", source, re.MULTILINE | re.DOTALL)
+    assert found, f"{file}::{name} missing"
+    return found.group(0)
+
+
+def codes_shown(body: str) -> set[int]:
+    """Exit codes a test body checks, directly or through the error class it expects."""
+    from lcr.errors import exit_code
+
+    codes = {int(c) for c in CODE_ASSERT.findall(body)}
+    for cls_name in RAISES.findall(body):
+        kinds = [getattr(m, cls_name) for n, m in list(sys.modules.items())
+                 if n.startswith("lcr") and isinstance(getattr(m, cls_name, None), type)]
+        codes |= {exit_code(k("x")) for k in kinds if issubclass(k, BaseException)}
+    return codes
+
+
+def test_failure_table_names_real_tests():
+    import lcr.cli  # noqa: F401  (the error classes' modules, for codes_shown)
+
+    rows = failure_rows()
     assert len(rows) >= 30
     named: dict[str, str] = {}
-    for row in rows:
-        cells = [c.strip() for c in row.strip().strip("|").split("|")]
-        assert len(cells) == 4, row  # case | what you see | what to do | test
+    for cells in rows:
+        assert len(cells) == 4, cells  # case | what you see | what to do | test
         refs = re.findall(r"tests/(test_\w+\.py)::(test_\w+)", cells[3])
-        assert refs, f"row names no test: {row}"
+        assert refs, f"row names no test: {cells}"
+        shown: set[int] = set()
         for file, name in refs:
-            source = (REPO / "tests" / file).read_text(encoding="utf-8")
-            assert re.search(rf"^def {name}\(", source, re.MULTILINE), f"{file}::{name} missing"
+            shown |= codes_shown(function_source(file, name))
             named[name] = named.get(name, "") + " " + cells[0].lower()
+        stated = {int(c) for c in re.findall(r"\bexit (\d+)", cells[1])}
+        assert stated <= shown, f"row says exit {sorted(stated)}, its tests check " \
+                                f"{sorted(shown)}: {cells[0]}"
     here = Path(__file__).read_text(encoding="utf-8")
     mine = re.findall(r"^def (test_\w+)\(", here, re.MULTILINE)
-    assert sorted(set(mine) - set(named)) == ["test_readme_table_names_real_tests"]
+    assert sorted(set(mine) - set(named)) == ["test_failure_table_names_real_tests"]
     tables = {
         "test_disk_error_while_appending_stops_the_shard_cleanly": ["ENOSPC", "EROFS", "EDQUOT"],
         "test_bad_lines_in_shard_files_are_skipped_not_merged": [p.id for p in SHARD_LINES],
@@ -1287,4 +1319,4 @@ def test_readme_table_names_real_tests():
     }
     for name, ids in tables.items():
         for case in ids:
-            assert case.lower() in named[name], f"README has no row for {name}[{case}]"
+            assert case.lower() in named[name], f"tests/FAILURES.md has no row for {name}[{case}]"

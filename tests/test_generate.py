@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 import pytest
-from helpers import copy_run
+from helpers import copy_run, open_counts
 
 from lcr.generate import run_shard
 from lcr.io import LockedError, ShardWriter, read_jsonl
@@ -104,6 +104,16 @@ def test_torn_last_line_is_tolerated(planned_demo, tmp_path, engine):
     read = read_jsonl(path)
     assert read.bad_lines and read.bad_lines[0][0] == 1
     assert sorted(r["key"] for r in read.records) == sorted(u["key"] for u in spec["units"])
+
+
+def test_a_shard_reads_its_inputs_once(planned_demo, tmp_path, engine):
+    _, src, plan, _ = planned_demo
+    rd = RunDir(copy_run(src.path, tmp_path))
+    spec = plan["shards"][-1]
+    with open_counts(rd.path) as opened:  # every check of the shard asks for these files
+        run_shard(rd.path, spec["index"], engine_factory=_factory(engine))
+    assert [opened[f] for f in ("config.toml", "plan.json", "questions.jsonl")] == [1, 1, 1]
+    assert rd.generate_done(spec) is not None
 
 
 def test_second_writer_is_refused(planned_demo, tmp_path, engine):

@@ -18,7 +18,8 @@ from lcr.judge import (
     judge_shard,
 )
 from lcr.merge import merge_run
-from lcr.rundir import RunDir, RunDirError, judge_shard_units, plan_units
+from lcr.rundir import RunDir, RunDirError
+from lcr.units import judge_shard_units, plan_units
 from lcr.verdict import exact_verdict, parse_verdict
 
 C, I, X = "CORRECT", "INCORRECT", "INVALID"

@@ -32,8 +32,8 @@ from lcr.judge import (
     make_backend,
 )
 from lcr.merge import merge_run
-from lcr.rundir import plan_units
 from lcr.tinymodel import tiny_model
+from lcr.units import plan_units
 
 pytestmark = pytest.mark.vllm
 

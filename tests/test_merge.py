@@ -11,15 +11,18 @@ from lcr.io import atomic_write_json, atomic_write_jsonl, read_jsonl, write_done
 from lcr.merge import merge_run
 from lcr.plan import make_plan
 from lcr.provenance import config_toml
-from lcr.rundir import RunDir, plan_units
-from lcr.rundir import keys_sha as units_sha
+from lcr.rundir import RunDir
+from lcr.units import keys_sha as units_sha
+from lcr.units import plan_units
 
 
-def make_run(tmp_path, n_questions=6, n_sets=3, seeds=(0,), shards=2, name="run", **judge):
+def make_run(tmp_path, n_questions=6, n_sets=3, seeds=(0,), shards=2, name="run",
+             judge_shards=1, **judge):
     """config.toml, questions.jsonl and plan.json of a small run; no generation yet."""
     cfg = Config()
     cfg.run.name, cfg.run.root = name, str(tmp_path)
     cfg.sampling.seeds, cfg.shards.count = list(seeds), shards
+    cfg.judge.shards = judge_shards
     for key, value in judge.items():
         setattr(cfg.judge, key, value)
     questions = [{

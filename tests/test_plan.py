@@ -9,8 +9,8 @@ from helpers import demo_config
 from lcr.config import Config, ConfigError
 from lcr.cost import units_cost
 from lcr.plan import assign, check_plan, make_plan, make_units, plan_run
-from lcr.rundir import plan_units
 from lcr.shape import aalcr_shaped
+from lcr.units import plan_units
 
 
 def test_shape_follows_the_dataset_card():

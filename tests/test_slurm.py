@@ -123,6 +123,42 @@ def test_failed_shard_status_then_rerun_only_that_shard(tmp_path):
     assert "nothing to do" in lcr("rerun", str(rd.path)).stdout
 
 
+def test_rerun_finishes_a_named_rejudge(tmp_path):
+    from test_merge import merged_run
+
+    rd, _, _ = merged_run(tmp_path, n_questions=9, backend="exact")
+    run = str(rd.path)
+    lcr("judge", run)
+    lcr("report", run)  # the run's own judge and report: done
+    # a re-judge of its own shape, as jobs (`lcr judge RUN --out NAME --submit`)
+    lcr("judge", run, "--out", "x", "--submit", "--set", "judge.shards=2",
+        "--set", "slurm.cpus_per_task=1")
+    wait_final(job_ids(rd), timeout=600)
+    assert rd.report_paths("x")["json"].exists(), logs_tail(rd)
+    rd.judge_marker(1, "x").unlink()  # one of its shards lost
+    own = {p.name: sha256_file(p) for p in [*rd.judge_dir().iterdir(), rd.verdicts_file()]}
+    assert "nothing to do; every stage is done" in lcr("rerun", run, "--dry-run").stdout
+    dry = lcr("rerun", run, "--out", "x", "--dry-run").stdout
+    assert "rerun: judge shards [1], report" in dry, dry  # the folder's 2 shards, not config's 1
+    out = lcr("rerun", run, "--out", "x", "--set", "slurm.cpus_per_task=1").stdout
+    assert "rerun: judge shards [1], report" in out, out
+    entries = json.loads(rd.jobs_file.read_text())["submissions"]
+    assert [(e["stage"], e["out"], list(e["jobs"])) for e in entries] == [
+        ("judge", "x", ["0", "1"]), ("report", "x", ["0"]),  # the re-judge
+        ("judge", "x", ["1"]), ("report", "x", ["0"])]  # the rerun: only the lost shard
+    states = wait_final(job_ids(rd), timeout=600)
+    assert set(states.values()) == {"COMPLETED"}, (states, logs_tail(rd))
+    status = lcr("status", run, "--out", "x").stdout
+    assert {line.split()[2] for line in status.splitlines()[1:-1]} == {"done"}, status
+    verdicts = read_jsonl(rd.verdicts_file("x")).records
+    assert sorted(r["key"] for r in verdicts) == sorted(r["key"] for r in
+                                                         read_jsonl(rd.merged_file).records)
+    report = json.loads(rd.report_paths("x")["json"].read_text())
+    assert report["verdicts_sha256"] == [sha256_file(rd.verdicts_file("x"))]
+    assert {p.name: sha256_file(p) for p in [*rd.judge_dir().iterdir(),
+                                             rd.verdicts_file()]} == own  # left alone
+
+
 def test_time_limit_requeues_and_resumes_without_loss(tmp_path):
     # 2-minute limit, warned 60 s ahead: each incarnation has a minute, of which the interpreter
     # and the engine start take about half; the shard writes one unit per 1.2 s (42 units, about
