@@ -175,6 +175,10 @@ def _bench_args(sp) -> None:
                     help="an engine variant to measure (repeatable), e.g. "
                          "\"max_num_batched_tokens=32768\" or \"kv_cache_dtype='fp8'\"; a "
                          "last item policies=A,B runs only those on it")
+    sp.add_argument("--attention-check", action="store_true",
+                    help="only check shared-prefix attention against stock FlashAttention 3 on "
+                         "one layer of random data (errors, kernel times; needs the GPU), then "
+                         "exit")
     sp.add_argument("--greedy", type=int, default=0, metavar="N",
                     help="after each engine's runs, decode the first 3 sets greedily for N "
                          "tokens with random weights and compare with the other attention's "

@@ -162,3 +162,8 @@ def test_bench_work_folder_is_per_user():
     from lcr.bench.run import default_root
 
     assert default_root().name.startswith("lcr-bench-") and default_root().name != "lcr-bench-"
+
+
+def test_attention_check_needs_a_gpu():
+    with pytest.raises(ConfigError, match="needs FlashAttention 3 on a CUDA GPU: no CUDA GPU"):
+        run_bench(_args("--attention-check"))

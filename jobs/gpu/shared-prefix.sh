@@ -22,19 +22,19 @@ bench() {  # NAME ARGS...: one bench, its log, its table
 }
 case $STEP in
   a)
-    timeout 120 python3 -m lcr.shared_prefix.check ops --json "$OUT/ops.json" 2>&1 | \
+    timeout 120 python3 -m lcr.cli bench --attention-check --json "$OUT/ops.json" 2>&1 | \
       grep -v "INFO\|WARNING" | tail -12
     LIMIT=420 bench a --scale 0.33 --shards 1 --output-tokens 512 --policies document_set,naive \
       --engine-set "" --engine-set "shared_prefix_attention=false" --calibrate \
-      --calibrate-steps 48 --greedy 256 --out /tmp/ba
+      --calibrate-steps 48 --greedy 256 --work-dir /tmp/ba
     cp /tmp/ba/calibration.json "$OUT/calibration.json" ;;
   b)
     bench b --scale 0.33 --shards 1 --output-tokens 1024 --policies document_set \
       --engine-set "" --engine-set "shared_prefix_attention=false;policies=naive" \
-      --calibration /tmp/ba/calibration.json --out /tmp/bb ;;
+      --calibration /tmp/ba/calibration.json --work-dir /tmp/bb ;;
   c)
     LIMIT=560 bench c --run-dir jobs/bench-aalcr-real --sets 12 --shards 1 --output-tokens 512 \
       --policies document_set --engine-set "" \
       --engine-set "shared_prefix_attention=false;policies=naive" \
-      --calibration /tmp/ba/calibration.json --out /tmp/bc ;;
+      --calibration /tmp/ba/calibration.json --work-dir /tmp/bc ;;
 esac

@@ -205,6 +205,10 @@ def prepare_bench(args) -> tuple[Config, Path, list[dict], list[Workload], RunDi
 def run_bench(args) -> int:
     from lcr.bench.calibrate import cost_toml, measure_bandwidth
 
+    if args.attention_check:
+        from lcr.shared_prefix.check import run_checks
+
+        return run_checks(args.json)
     policies = _policies(args.policies)
     if args.greedy:  # its weights are set by a function sent to the engine's workers
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")

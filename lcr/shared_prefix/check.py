@@ -1,9 +1,9 @@
 """GPU checks of shared-prefix attention: the attention itself, and greedy decoding.
 
-    python -m lcr.shared_prefix.check ops --json ops.json     # one layer, FA3, random KV
-    lcr bench JOB --greedy 256 ...                            # greedy tokens, both attentions
+    lcr bench --attention-check [--json ops.json]    # one layer, FA3, random KV
+    lcr bench JOB --greedy 256 ...                   # greedy tokens, both attentions
 
-`ops` builds a paged KV cache of random bf16 data with document-set groups (Llama-3.1-8B head
+The attention check builds a paged KV cache of random bf16 data with document-set groups (Llama-3.1-8B head
 shapes), runs stock FlashAttention 3 and the split on it, and prints the relative error between
 them and against an fp32 reference, and each one's time (CUDA events, median). The greedy
 check gives the engine random normal(0, 0.02) weights (vLLM's dummy weights are so small that
@@ -13,10 +13,8 @@ and counts the tokens that agree position by position.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -169,11 +167,16 @@ SHAPES = [(5, 12, 100_000), (9, 10, 94_000), (9, 3, 94_000), (1, 1, 100_000), (1
           (4, 9, 100_000, 300, 6)]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lcr.shared_prefix.check")
-    ap.add_argument("what", choices=["ops"])
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+def run_checks(json_path: str | None = None) -> int:
+    """Every shape of SHAPES: errors and times, a table, PASS or FAIL (exit code 0 or 1)."""
+    from lcr.shared_prefix.support import device_reasons
+
+    reasons = [r for r in device_reasons() if "plugin" not in r]
+    if reasons:
+        from lcr.config import ConfigError
+
+        raise ConfigError(f"lcr bench --attention-check needs FlashAttention 3 on a CUDA GPU: "
+                          f"{'; '.join(reasons)}")
     rows = []
     for shape in SHAPES:
         rows.append(check_shape(*shape))
@@ -186,11 +189,7 @@ def main(argv=None) -> int:
               + f"{r['stock_ms']:>9}{r['split_ms']:>9}{r['split_auto_splits_ms']:>11}"
               f"{r['prefix_once_ms_at_4.3TBps']:>9}{r['rel_err_vs_stock']:>9.1e}"
               f"{r['rel_err_vs_fp32']:>9.1e}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    print("ops check:", "PASS" if ok else "FAIL (relative error above 1e-2 or NaN)")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1))
+    print("attention check:", "PASS" if ok else "FAIL (relative error above 1e-2 or NaN)")
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
