@@ -120,8 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("coverage", "simulate how often the reported interval covers the truth on "
                          "AA-LCR's set sizes")
     sp.add_argument("--reps", type=int, default=5000, help="simulated evaluations per cell")
-    sp.add_argument("--truth", default="0.3", help="true accuracies, comma-separated")
-    sp.add_argument("--icc", default="0.2,0.3,0.4", help="intra-set correlations")
+    sp.add_argument("--truth", default="0.03,0.3,0.97",
+                    help="true accuracies, comma-separated")
+    sp.add_argument("--icc", default="0.2", help="intra-set correlations, comma-separated")
     sp.add_argument("--seeds", default="1,3", help="seeds per question")
     sp.add_argument("--bootstrap", action="store_true", help="also the percentile bootstrap")
     sp.add_argument("--seed", type=int, default=0, help="simulation seed")

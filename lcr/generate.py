@@ -154,8 +154,16 @@ def run_units(run_dir: RunDir, cfg: Config, shard: int, part, units: list[dict],
             n_too_long=sum(r["status"] == "too_long" for r in mine),
             n_error=sum(r["status"] == "error" for r in mine),
             file=out.name,
+            weights=_weights(cfg),  # which weights made these records (report provenance)
         )
         return info
+
+
+def _weights(cfg: Config) -> dict:
+    from lcr.tinymodel import resolve
+    from lcr.weights import weight_revision
+
+    return weight_revision(resolve(cfg.model.path))
 
 
 def _fields(c) -> dict:
@@ -257,6 +265,7 @@ def _run_replicas(rd: RunDir, cfg: Config, spec: dict, replicas: int) -> dict:
         "prompts_sha256": prompts_sha(spec["units"], rd.prompt_id_map()),
         "parts": infos,
         "elapsed_s": max(i.get("elapsed_s", 0) for i in infos),
+        "weights": infos[0].get("weights"),
     }
     for k in ("prompt_tokens", "cached_tokens", "output_tokens", "n_ok", "n_too_long", "n_error"):
         info[k] = sum(i.get(k, 0) for i in infos)

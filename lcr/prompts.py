@@ -114,6 +114,30 @@ def judge_messages(protocol: str, question: str, official: str, candidate: str,
     return messages
 
 
+JUDGE_PROMPT_FILES = {"v1.0": ("judge-v1.0",), "v1.1": ("judge-v1.1-system", "judge-v1.1-user")}
+JUDGE_PROMPT_LAYOUT = {
+    "v1.0": "one user message ending \"Reply only with CORRECT or INCORRECT.\"",
+    "v1.1": "grading guidelines as the system message, a user message asking for a JSON "
+            "verdict {\"verdict\": \"CORRECT\" | \"INCORRECT\"}",
+}
+
+
+def describe_judge_prompt(protocol: str, role: str = "user") -> str:
+    """The judge prompt version spelled out, for reports: which AA-LCR revision it belongs to,
+    its layout, where lcr put it, and the sha256 of its text as shipped in lcr/protocol."""
+    import hashlib
+
+    if protocol not in JUDGE_PROMPT_FILES:
+        return f"judge prompt {protocol} (unknown to this lcr)"
+    revision = next(r for r, p in REVISIONS.items() if p == protocol)
+    text = "".join(protocol_text(name) for name in JUDGE_PROMPT_FILES[protocol])
+    where = ("as the protocol lays it out" if role == "user" else
+             "all of it in the system message (judge.prompt_role = \"system\")")
+    return (f"AA-LCR judge prompt {protocol} (dataset revision {revision[:7]}; "
+            f"{JUDGE_PROMPT_LAYOUT[protocol]}; {where}; text sha256 "
+            f"{hashlib.sha256(text.encode()).hexdigest()[:12]})")
+
+
 class RevisionError(InputError, ValueError):
     """A dataset revision whose judge protocol is unknown, or contradicts data.protocol."""
 

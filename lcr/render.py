@@ -4,9 +4,12 @@
     render_png(report, Path("report.png"))
 
 Pure functions of the report dict, except render_png, which writes the (temporary) path it is
-given: lcr.report makes the report's three files durable together.
-Breakdown rows of fewer than 10 document sets (`rough`) keep their interval in the tables,
-marked rough, and get no error bar in the figure.
+given: lcr.report makes the report's three files durable together. Nothing is counted here:
+every number comes from the report dict (lcr.stats computes them), and the breakdown tables and
+figure panels are the rows of its `breakdowns` list, in order. Breakdown rows of fewer than 10
+document sets (`rough`) keep their interval in the tables, marked rough, and get no error bar in
+the figure; rows of fewer than 5 sets have none ("k sets: no interval"). Every bar carries its
+value, so an accuracy of 0 is a visible 0, not an empty axis.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ import re
 from pathlib import Path
 
 from lcr.provenance import setup_markdown
-from lcr.stats import LENGTH_BUCKETS, ROUGH_SETS
+from lcr.stats import MIN_SETS, ROUGH_SETS
+
+# How the summary line and the tables name each kind of interval (lcr.interval.KINDS).
+KIND_NAMES = {"t": "cluster t interval", "exact": "exact binomial interval (Korn-Graubard)",
+              "zero variance": "exact binomial bound (every score equal)"}
+KIND_MARKS = {"t": "", "exact": " exact", "zero variance": " bound, all equal"}
 
 
 def _fmt_level(level: float) -> str:
@@ -32,13 +40,19 @@ def _sets(n: int) -> str:
     return f"{n} set{'s' if n != 1 else ''}"
 
 
+def _interval_name(r: dict) -> str:
+    if r.get("ci_low") is None:
+        return f"no interval: {_sets(r['n_document_sets'])}"
+    name = KIND_NAMES.get(r.get("ci_kind") or "t", "cluster t interval")
+    return f"{_fmt_level(r['ci_level'])} {name} over {r['n_document_sets']} document sets"
+
+
 def summary_line(r: dict) -> str:
     reps = f"{r['n_questions']} questions x {r['n_seeds']} seed{'s' if r['n_seeds'] != 1 else ''}"
     if r["n_samples"] > 1:
         reps += f" x {r['n_samples']} samples"
     parts = [
-        f"{_fmt_level(r['ci_level'])} cluster t interval over {r['n_document_sets']} "
-        "document sets",
+        _interval_name(r),
         reps,
         f"{r['n_invalid']} invalid verdict{'s' if r['n_invalid'] != 1 else ''}",
     ]
@@ -61,24 +75,35 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def _row_interval(row: dict) -> str:
-    """A breakdown row's interval: n/a below 2 sets, marked rough below ROUGH_SETS."""
+    """A breakdown row's interval: none below MIN_SETS sets, marked rough below ROUGH_SETS,
+    its kind named where it is not the t interval."""
     if row["ci_low"] is None:
-        return f"n/a ({_sets(row['n_document_sets'])})"
-    text = _interval(row["ci_low"], row["ci_high"], 3)
+        return row.get("ci_note") or f"{_sets(row['n_document_sets'])}: no interval"
+    text = _interval(row["ci_low"], row["ci_high"], 3) + KIND_MARKS.get(row.get("ci_kind"), "")
     return f"{text} rough ({_sets(row['n_document_sets'])})" if row.get("rough") else text
 
 
 def _breakdown_rows(breakdown: dict) -> list[list]:
-    return [[name, row["n"], row["n_document_sets"], _num(row["accuracy"]), _row_interval(row)]
-            for name, row in breakdown.items()]
+    return [[row.get("label", name), row["n"], row["n_document_sets"], _num(row["accuracy"]),
+             _row_interval(row)] for name, row in breakdown.items()]
+
+
+def _judge_modes(modes: dict) -> str:
+    return ", ".join(f"{mode} {n}" for mode, n in modes.items()) or "n/a"
 
 
 def _overview(r: dict) -> list[list]:
     level = _fmt_level(r["ci_level"])
     df = f" (df = {r['ci_df']:.1f})" if r.get("ci_df") else ""
+    kind = r.get("ci_kind")
+    used = (f"; this one: {r['ci_kinds'][kind]}" + (
+        f", n_eff = {r['ci_n_eff']:.1f}" if r.get("ci_n_eff") else "")) if kind and kind != "t" \
+        and r.get("ci_kinds") else ""
     return [
         ["accuracy", _num(r["accuracy"])],
-        [f"{level} interval: {r['ci_method']}{df}", _interval(r["ci_low"], r["ci_high"], 3)],
+        [f"{level} interval: {r['ci_method']}{df}{used}",
+         _interval(r["ci_low"], r["ci_high"], 3) if r["ci_low"] is not None
+         else r.get("ci_note") or "n/a"],
         [(f"{r['bootstrap_method']} ({r['bootstrap_resamples']:,} resamples, seed "
           f"{r['bootstrap_seed']}; too narrow with few sets, for contrast)"),
          _interval(r["bootstrap_ci_low"], r["bootstrap_ci_high"], 3)],
@@ -92,43 +117,51 @@ def _overview(r: dict) -> list[list]:
         ["units: correct / incorrect / invalid",
          f"{r['n_units']}: {r['n_correct']} / {r['n_incorrect']} / {r['n_invalid']}"],
         ["generation: too long / error", f"{r['n_too_long']} / {r['n_error']}"],
-        ["invalid verdicts: judge request failed / reply without a verdict",
-         f"{r.get('n_judge_errors', 'n/a')} / {r.get('n_unparsed', 'n/a')}"],
+        ["invalid verdicts: judge request failed or unusable / judge reply cut at "
+         "judge.max_new_tokens / reply without a verdict",
+         f"{r['n_judge_errors']} / {r['n_judge_truncated']} / {r['n_unparsed']}"],
+        ["judge replies by structured mode (choice, json_schema; none = free text)",
+         _judge_modes(r.get("judge_structured") or {})],
         ["answers cut at max_new_tokens (finish_reason length)",
          _num(r.get("n_cut_at_max_new_tokens"), 0)],
     ]
+
+
+def _spread_interval(spread: dict) -> str:
+    if spread["ci_low"] is None:
+        return f"({_sets(spread['n_document_sets'])}: no interval)"
+    return _interval(spread["ci_low"], spread["ci_high"], 3)
 
 
 def render_markdown(r: dict) -> str:
     level = _fmt_level(r["ci_level"])
     head = ["n questions", "document sets", "accuracy", f"{level} interval"]
     spread = r["seed_spread"]
-    buckets = {b[0]: f"{b[1]:,}-{b[2]:,}" if b[2] else f">= {b[1]:,}" for b in LENGTH_BUCKETS}
-    length_rows = [[f"{row[0]} ({buckets.get(row[0], 'no count')})"] + row[1:]
-                   for row in _breakdown_rows(r["per_length_bucket"])]
     seed_rows = [
         [row["run"], row["run_dir"], row["seed"], row["n"], _num(row["accuracy"]),
-         _interval(row["ci_low"], row["ci_high"], 3)]
+         _row_interval({**row, "rough": False})]
         for row in r["per_seed"]
     ]
     run_rows = [[i, d, f] for i, (d, f) in enumerate(zip(r["runs"], r["verdicts_files"]))]
     rough = (f"Rows of fewer than {ROUGH_SETS} document sets have a rough interval (its set "
-             "count says how rough); a row of one set has none.")
+             f"count says how rough); rows of fewer than {MIN_SETS} sets have none. \"exact\" "
+             "marks a Korn-Graubard exact binomial interval (few sets hold a right or a wrong "
+             "answer), \"bound, all equal\" an exact bound where every score is equal.")
     parts = [
         f"# AA-LCR report: {r['model']['path']}",
         f"`{r['summary']}`",
         _table(["", "value"], _overview(r)),
-        "## Per category",
-        _table(["category"] + head, _breakdown_rows(r["per_category"])),
-        "## Per prompt length (tokens incl. chat template)",
-        _table(["prompt length"] + head, length_rows),
+    ]
+    for b in r["breakdowns"]:
+        parts += [f"## {b['title']}", _table([b["column"]] + head, _breakdown_rows(r[b["key"]]))]
+    parts += [
         rough,
         "## Per seed",
         _table(["run", "run dir", "seed", "n questions", "accuracy", f"{level} interval"],
                seed_rows),
         "## Spread across seeds",
-        (f"{spread['measure']}: {_num(spread['value'])} "
-         f"{_interval(spread['ci_low'], spread['ci_high'], 3)} over {spread['n']} questions; "
+        (f"{spread['measure']}: {_num(spread['value'])} {_spread_interval(spread)} over "
+         f"{spread['n']} questions; "
          f"the seeds disagree on {spread['share_unstable']:.0%} of them."
          if spread["n"] else "One seed per question: no spread to measure."),
     ]
@@ -137,7 +170,7 @@ def render_markdown(r: dict) -> str:
     parts += [
         "## Runs",
         (f"Model `{r['model']['path']}` (system prompt {r['model']['system_prompt']}); judge "
-         f"`{r['judge']['model']}` ({r['judge']['backend']}, prompt {r['judge']['prompt']}); "
+         f"`{r['judge']['model']}` ({r['judge']['backend']}, {r['judge']['prompt_text']}); "
          f"data {r['data']['source']} @ {r['data']['revision']}."),
         _table(["run", "run dir", "verdicts"], run_rows),
     ]
@@ -161,16 +194,25 @@ def wrap_label(name: str, width: int = 14) -> str:
 
 
 def _bars(ax, names: list[str], rows: list[dict], title: str, colors: list[str]) -> None:
-    """Accuracy bars with interval whiskers; rough rows (few sets) get none and a pale bar."""
+    """Accuracy bars with interval whiskers and value labels; rough rows (few sets) get no
+    whiskers and a pale bar; a bar of 0 gets a visible line at 0 besides its label."""
     acc = [row["accuracy"] for row in rows]
     firm = [i for i, row in enumerate(rows) if row["ci_low"] is not None and not row.get("rough")]
     bars = ax.bar(range(len(rows)), acc, color=colors)
     for i, bar in enumerate(bars.patches):
         bar.set_alpha(1.0 if i in firm else 0.45)
+    zeros = [i for i, a in enumerate(acc) if a == 0]
+    if zeros:  # a zero-height bar draws nothing: mark where it stands
+        ax.hlines([0] * len(zeros), [i - 0.4 for i in zeros], [i + 0.4 for i in zeros],
+                  colors=[colors[i] for i in zeros], linewidth=3, zorder=3)
     if firm:
         ax.errorbar(firm, [acc[i] for i in firm], fmt="none", capsize=4, ecolor="black",
                     yerr=[[acc[i] - rows[i]["ci_low"] for i in firm],
                           [rows[i]["ci_high"] - acc[i] for i in firm]])
+    for i, row in enumerate(rows):  # the value above the bar (and above its whisker)
+        top = row["ci_high"] if i in firm else acc[i]
+        ax.text(i, min(top + 0.02, 0.97), f"{acc[i]:.2f}", ha="center", va="bottom",
+                fontsize=7)
     labels = [f"{wrap_label(n)}\n(n={row['n']}, {_sets(row['n_document_sets'])})"
               for n, row in zip(names, rows)]
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
@@ -180,8 +222,9 @@ def _bars(ax, names: list[str], rows: list[dict], title: str, colors: list[str])
     ax.grid(axis="y", alpha=0.3)
 
 
-def render_png(r: dict, path: Path) -> None:
-    """Accuracy per category and overall, and per prompt length, with interval bars."""
+def figure(r: dict):
+    """Accuracy overall and per row of each breakdown with a panel, with interval bars (the
+    caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,26 +234,44 @@ def render_png(r: dict, path: Path) -> None:
     overall = {"accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                "n": r["n_questions"], "n_document_sets": r["n_document_sets"],
                "rough": r["n_document_sets"] < ROUGH_SETS}
-    cats = list(r["per_category"])
-    lens = list(r["per_length_bucket"])
-    # A floor on the length panel's width: with one bucket and many categories it was too
-    # narrow for its title, which ran off the right edge.
-    fig, axes = plt.subplots(
-        1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [len(cats) + 1, max(len(lens), 3)]}
-    )
-    _bars(axes[0], ["overall"] + cats, [overall] + [r["per_category"][c] for c in cats],
-          "per category", ["tab:orange"] + ["tab:blue"] * len(cats))
-    _bars(axes[1], lens, [r["per_length_bucket"][b] for b in lens],
-          "per prompt length\n(tokens, K = 1,024)", ["tab:green"] * len(lens))
-    axes[1].set_ylabel("")
+    panels = [b for b in r["breakdowns"] if b["panel"]]
+    widths = [len(r[b["key"]]) for b in panels]
+    widths[0] += 1  # the overall bar
+    # A floor on a panel's width: with one bucket and many categories the length panel was
+    # too narrow for its title, which ran off the right edge.
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 5), squeeze=False,
+                             gridspec_kw={"width_ratios": [max(w, 3) for w in widths]})
+    for k, (ax, b) in enumerate(zip(axes[0], panels)):
+        names, rows = list(r[b["key"]]), list(r[b["key"]].values())
+        colors = [b["color"]] * len(rows)
+        if k == 0:
+            names, rows, colors = ["overall"] + names, [overall] + rows, ["tab:orange"] + colors
+        _bars(ax, names, rows, b["panel"], colors)
+        if k:
+            ax.set_ylabel("")
     fig.suptitle(f"{r['model']['path']}: {r['summary']}\n"
-                 f"bars: {level} cluster t intervals over document sets; none (pale bar) for "
-                 f"rows of fewer than {ROUGH_SETS} sets", fontsize=9)
+                 f"bars: {level} intervals over document sets (lcr.interval); none (pale bar) "
+                 f"for rows of fewer than {ROUGH_SETS} sets", fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def render_png(r: dict, path: Path) -> None:
+    from matplotlib import pyplot as plt
+
+    fig = figure(r)
     try:
         fig.savefig(path, format="png", dpi=120)
     finally:
         plt.close(fig)
+
+
+def _compare_kind(c: dict, level: str) -> str:
+    if c["ci_low"] is None:
+        return c.get("ci_note") or "no interval"
+    if c.get("ci_kind") == "zero variance":
+        return f"{level} exact bound: every question's difference is equal"
+    return f"{level} paired cluster t interval"
 
 
 def compare_text(c: dict) -> str:
@@ -220,7 +281,7 @@ def compare_text(c: dict) -> str:
         f"A: {', '.join(c['runs_a'])} ({c['model_a']}): accuracy {c['accuracy_a']:.3f}",
         f"B: {', '.join(c['runs_b'])} ({c['model_b']}): accuracy {c['accuracy_b']:.3f}",
         (f"A - B = {c['difference']:+.3f} {_interval(c['ci_low'], c['ci_high'], 3)} "
-         f"({level} paired cluster t interval{df} over {c['n_document_sets']} document sets; "
+         f"({_compare_kind(c, level)}{df} over {c['n_document_sets']} document sets; "
          f"{c['n_questions']} questions)"),
         (f"percentile paired cluster bootstrap, for contrast: "
          f"{_interval(c['bootstrap_ci_low'], c['bootstrap_ci_high'], 3)}; A beats B in "

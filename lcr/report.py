@@ -12,7 +12,9 @@ field lists every dir that went into it. With `out=NAME` (verdicts judged with `
 the verdicts are read from verdicts-NAME.jsonl and the files are named report-NAME.*.
 
 The judge (model, prompt, backend) is the one named in the verdict records, which must agree
-within a file; config.toml is used only for a field the records lack.
+within a file; config.toml is used only for a field the records lack. Every number comes from
+lcr.stats (`summarize` over all units, `counts` per run through lcr.provenance); this module
+loads, checks and writes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from lcr.backends import BACKENDS
 from lcr.config import Config, ReportSection
 from lcr.errors import InputError
 from lcr.io import durable_path, sha256_file
-from lcr.provenance import run_setup, totals
+from lcr.provenance import fill_from_merge, judge_setup, run_setup
 from lcr.render import compare_text, render_markdown, render_png, summary_line
 from lcr.rundir import RunDir, check_out_name
 from lcr.stats import paired_difference, question_scores, question_table, summarize
@@ -158,22 +160,23 @@ def _load_runs(run_dirs, force: bool, out: str):
     """Configs, verdicts and identities of runs pooled as seeds, checked to agree."""
     dirs = _as_list(run_dirs)
     loaded = [RunDir(d).load_config() for d in dirs]
-    per_run = [RunDir(d).load_verdicts(out) for d in dirs]
-    idents, warnings = [], []
+    per_run = [fill_from_merge(d, RunDir(d).load_verdicts(out)) for d in dirs]
+    idents, judges, warnings = [], [], []
     for d, (cfg, _), records in zip(dirs, loaded, per_run):
         judge, more = verdict_judge(records, RunDir(d).verdicts_file(out), cfg)
         idents.append(run_identity(cfg, judge))
+        judges.append(judge)
         warnings += more
     warnings += check_same(list(zip(dirs, idents)), POOL_KEYS, force, "pool")
     units, more = load_units(dirs, per_run, force)
-    return dirs, loaded, idents, units, warnings + more
+    return dirs, loaded, idents, units, warnings + more, judges
 
 
 def build_report(
     run_dirs, force: bool = False, out: str = "", report_cfg: ReportSection | None = None
 ) -> dict:
     """The content of report.json for one run dir or several pooled as seeds."""
-    dirs, loaded, idents, units, warnings = _load_runs(run_dirs, force, out)
+    dirs, loaded, idents, units, warnings, judges = _load_runs(run_dirs, force, out)
     cfg = loaded[0][0]
     rc = report_cfg or cfg.report
     report = summarize(units, B=rc.bootstrap, level=rc.ci_level, seed=rc.seed)
@@ -188,14 +191,10 @@ def build_report(
         verdicts_sha256=[sha256_file(RunDir(d).verdicts_file(out)) for d in dirs],
         out=out,
         forced=force,
-        model={"path": cfg.model.path, "system_prompt": cfg.model.system_prompt},
-        judge={
-            "model": idents[0]["judge.model"],
-            "prompt": idents[0]["judge.prompt"],
-            "backend": idents[0]["judge.backend"],
-            "prompt_role": idents[0]["judge.prompt_role"],
-            "models_in_verdicts": sorted({ident["judge.model"] for ident in idents}),
-        },
+        model={"path": cfg.model.path, "system_prompt": cfg.model.system_prompt,
+               "weights": setups[0]["model_weights"]},
+        judge={**judge_setup(units, cfg, judges[0]),
+               "models_in_verdicts": sorted({ident["judge.model"] for ident in idents})},
         data={"source": cfg.data.source, "revision": cfg.data.revision},
         sampling=[{**dataclasses.asdict(c.sampling), "run_dir": str(d)}
                   for d, (c, _) in zip(dirs, loaded)],
@@ -205,7 +204,6 @@ def build_report(
             for d, (_, meta) in zip(dirs, loaded)
         ],
         provenance=setups,
-        **totals(setups),
     )
     if len(dirs) > 1:  # a name of its own: the first run's own report stays its own
         real = "\n".join(os.path.realpath(d) for d in dirs)
@@ -245,8 +243,8 @@ def compare_runs(
     The questions and the judge must agree (COMPARE_KEYS); the models may differ. With force,
     differing question sets are cut to the questions both hold.
     """
-    dirs_a, loaded_a, idents_a, units_a, warnings = _load_runs(run_a, force, out)
-    dirs_b, loaded_b, idents_b, units_b, more = _load_runs(run_b, force, out)
+    dirs_a, loaded_a, idents_a, units_a, warnings, _ = _load_runs(run_a, force, out)
+    dirs_b, loaded_b, idents_b, units_b, more, _ = _load_runs(run_b, force, out)
     cfg_a, cfg_b = loaded_a[0][0], loaded_b[0][0]
     warnings += more + check_same([(dirs_a[0], idents_a[0]), (dirs_b[0], idents_b[0])],
                                   COMPARE_KEYS, force, "compare")

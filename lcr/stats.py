@@ -4,12 +4,20 @@
     s["accuracy"], s["ci_low"], s["ci_high"]
 
 Questions that share a document set are correlated (Miller, "Adding Error Bars to Evals",
-arXiv:2411.00640), and AA-LCR has only 30 sets, so the interval is lcr.interval's small-sample
-cluster t interval (CR2 variance, Bell-McCaffrey degrees of freedom, logit scale), which covers
-94-96% in simulations of AA-LCR's shape (lcr.coverage). The percentile cluster bootstrap (seeded),
-the clustered standard error's normal interval and the naive one are kept beside it for contrast:
-they cover 91-93% and less. A breakdown row of fewer than 10 sets is marked `rough`. No file I/O
-here: every result is a function of the units and the seed.
+arXiv:2411.00640), and AA-LCR has only 30 sets, so the interval is lcr.interval's: a small-sample
+cluster t interval (CR2 variance, Bell-McCaffrey degrees of freedom, logit scale), an exact
+binomial one where few sets hold a right (or a wrong) answer, and an exact bound where every
+score is equal; never of zero width. It covers 94-96% in simulations of AA-LCR's shape for true
+accuracies 0.15-0.85, and at least 0.93 at 0.03 and 0.97 (lcr.coverage). The percentile cluster
+bootstrap (seeded), the clustered standard error's normal interval and the naive one are kept
+beside it for contrast: they cover 91-93% and less. A row of fewer than MIN_SETS (5) document
+sets gets no interval ("k sets: no interval"), one of fewer than ROUGH_SETS (10) is marked
+`rough`. No file I/O here: every result is a function of the units and the seed.
+
+Every number the report shows is computed here: `counts` (verdicts, generation failures, judge
+errors, judge replies cut at the judge's limit, answers cut at max_new_tokens, the attention
+that made the answers, structured modes), and each breakdown is a row of BREAKDOWNS, which report.json, report.md and report.png
+all read.
 
 A unit is a dict with at least `question_id`, `document_set_id` and `verdict`; optional are
 `status` ("ok" when absent), `document_category`, `prompt_tokens`, `seed`, `sample` and `run`
@@ -20,14 +28,16 @@ A unit is a dict with at least `question_id`, `document_set_id` and `verdict`; o
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 
+from lcr.interval import KINDS as CI_KINDS
 from lcr.interval import METHOD as CI_METHOD
-from lcr.interval import cr2_variance, t_interval
+from lcr.interval import cr2_variance, interval
 
 VERDICTS = ("CORRECT", "INCORRECT", "INVALID")
 K = 1024  # "128K" is the 131,072-token context window, so buckets count in units of 1,024
@@ -41,7 +51,8 @@ LENGTH_BUCKETS = (
 )
 UNKNOWN_LENGTH = "unknown"
 BOOTSTRAP_METHOD = "percentile cluster bootstrap over document sets"
-ROUGH_SETS = 10  # a row of fewer document sets gets a rough interval (or none below 2)
+ROUGH_SETS = 10  # a row of fewer document sets gets a rough interval
+MIN_SETS = 5  # a row of fewer document sets gets no interval at all
 SPREAD_MEASURE = (
     "per-question standard deviation (ddof=1) of per-seed scores, averaged over questions "
     "with at least 2 seeds"
@@ -212,23 +223,30 @@ def _none_if_nan(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
-def estimate(scores, clusters, level: float = 0.95) -> dict:
+def no_interval(n_sets: int) -> str:
+    return f"{n_sets} set{'s' if n_sets != 1 else ''}: no interval"
+
+
+def estimate(scores, clusters, level: float = 0.95, share: bool = True) -> dict:
     """Mean, its interval (lcr.interval), standard errors, n and the number of clusters.
 
-    The interval is None below 2 clusters: one cluster says nothing about the variation
-    between clusters, and a zero-width interval would claim a certainty the data cannot give.
-    Below ROUGH_SETS clusters it is `rough`: the set count decides how far it can be trusted.
+    Below MIN_SETS clusters there is no interval (`ci_note` says so): a few sets say next to
+    nothing about the variation between sets, and numbers to three decimals would claim a
+    certainty the data cannot give. Below ROUGH_SETS it is `rough`. `ci_kind` names which of
+    lcr.interval's intervals it is (CI_KINDS), `ci_n_eff` the effective sample size of an
+    exact one.
     """
     scores = np.asarray(scores, dtype=float)
     n_clusters = len(set(clusters))
-    low = high = df = None
-    if n_clusters >= 2:
-        low, high, df = t_interval(scores, clusters, level)
+    iv = interval(scores, clusters, level, share=share) if n_clusters >= MIN_SETS else None
     return {
         "accuracy": float(scores.mean()),
-        "ci_low": low,
-        "ci_high": high,
-        "ci_df": df,
+        "ci_low": iv.low if iv else None,
+        "ci_high": iv.high if iv else None,
+        "ci_df": iv.df if iv else None,
+        "ci_kind": iv.kind if iv else None,
+        "ci_n_eff": iv.n_eff if iv else None,
+        "ci_note": None if iv else no_interval(n_clusters),
         "rough": n_clusters < ROUGH_SETS,
         "n": int(scores.size),
         "n_document_sets": n_clusters,
@@ -247,6 +265,10 @@ def _breakdown(table: QuestionTable, labels: list[str], order, level) -> dict:
     return out
 
 
+def per_category(table: QuestionTable, level=0.95) -> dict:
+    return _breakdown(table, table.categories, sorted(set(table.categories)), level)
+
+
 def per_length_bucket(table: QuestionTable, level=0.95) -> dict:
     labels = [length_bucket(t) for t in table.prompt_tokens]
     order = [b[0] for b in LENGTH_BUCKETS] + [UNKNOWN_LENGTH]
@@ -254,7 +276,32 @@ def per_length_bucket(table: QuestionTable, level=0.95) -> dict:
     bounds = {label: (low, high) for label, low, high in LENGTH_BUCKETS}
     for name, row in out.items():
         row["min_tokens"], row["max_tokens_excl"] = bounds.get(name, (None, None))
+        low, high = row["min_tokens"], row["max_tokens_excl"]
+        row["label"] = (f"{name} ({low:,}-{high:,})" if high else f"{name} (>= {low:,})"
+                        if low is not None else f"{name} (no count)")
     return out
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """One breakdown of the questions: report.json's `key`, report.md's table and, where
+    `panel` is set, a panel of report.png."""
+
+    key: str
+    title: str  # report.md heading
+    column: str  # report.md's first column
+    rows: Callable[[QuestionTable, float], dict]  # name -> estimate(...) row
+    panel: str = ""  # report.png panel title; "" = not in the figure
+    color: str = "tab:blue"
+
+
+BREAKDOWNS = (
+    Breakdown("per_category", "Per category", "category", per_category,
+              "per category", "tab:blue"),
+    Breakdown("per_length_bucket", "Per prompt length (tokens incl. chat template)",
+              "prompt length", per_length_bucket, "per prompt length\n(tokens, K = 1,024)",
+              "tab:green"),
+)
 
 
 def per_seed(units, table: QuestionTable, level=0.95) -> list[dict]:
@@ -287,26 +334,62 @@ def seed_spread(units, table: QuestionTable, level=0.95) -> dict:
         return empty
     values = [np.array(list(reps[q].values())) for q in qids]
     spread = np.array([v.std(ddof=1) for v in values])
-    row = estimate(spread, [cluster_of[q] for q in qids], level)
+    row = estimate(spread, [cluster_of[q] for q in qids], level, share=False)
     unstable = float(np.mean([v.max() > v.min() for v in values]))
     return {**empty, "value": row["accuracy"], "ci_low": row["ci_low"],
             "ci_high": row["ci_high"], "n": row["n"],
             "n_document_sets": row["n_document_sets"], "share_unstable": unstable}
 
 
+def _cut_at_max_new_tokens(units: list[dict]) -> int | None:
+    """Answers whose generation stopped at sampling.max_new_tokens (finish_reason "length");
+    None when a unit does not say (verdicts older than the field, no merge to read it from)."""
+    if any("finish_reason" not in u for u in units):
+        return None
+    return sum(u["finish_reason"] == "length" for u in units)
+
+
+def _attention(units: list[dict]) -> dict:
+    made = Counter(u.get("attention", "not recorded") for u in units
+                   if (u.get("status") or "ok") == "ok")
+    return dict(sorted(made.items())) if set(made) - {"not recorded"} else {}
+
+
+def judge_truncated(unit: dict) -> bool:
+    """An INVALID verdict because the judge's reply was cut at judge.max_new_tokens."""
+    return (unit["verdict"] == "INVALID" and not unit.get("judge_error")
+            and unit.get("judge_finish_reason") == "length")
+
+
 def counts(units) -> dict:
+    """Every count the report shows, for these units. The judge's INVALIDs split into requests
+    that failed or gave an unusable reply (`n_judge_errors`), replies cut at the judge's token
+    limit (`n_judge_truncated`) and replies without a clear verdict (`n_unparsed`)."""
     units = list(units)
-    verdicts = [u["verdict"] for u in units]
-    statuses = [u.get("status") or "ok" for u in units]
+    verdicts = Counter(u["verdict"] for u in units)
+    statuses = Counter(u.get("status") or "ok" for u in units)
+    errors = sum(bool(u.get("judge_error")) for u in units)
+    truncated = sum(judge_truncated(u) for u in units)
     return {
         "n_units": len(units),
         "n_correct": int(sum(unit_score(u) for u in units)),
-        "n_incorrect": verdicts.count("INCORRECT"),
-        "n_invalid": verdicts.count("INVALID"),
-        "n_too_long": statuses.count("too_long"),
-        "n_error": statuses.count("error"),
+        "n_incorrect": verdicts["INCORRECT"],
+        "n_invalid": verdicts["INVALID"],
+        "n_too_long": statuses["too_long"],
+        "n_error": statuses["error"],
         "n_seeds": len({replicate(u) for u in units}),
         "n_samples": len({int(u.get("sample", 0)) for u in units}),
+        "n_judge_errors": errors,
+        "n_judge_truncated": truncated,
+        "n_unparsed": verdicts["INVALID"] - errors - truncated,
+        "n_cut_at_max_new_tokens": _cut_at_max_new_tokens(units),
+        # which attention made the answers (engine.shared_prefix_attention); {} if none says
+        "attention": _attention(units),
+        # how the judge was asked; records older than judge.structured were free text
+        "judge_structured": dict(sorted(Counter(
+            u.get("judge_structured") or "none" for u in units
+            if u.get("judge_backend") != "exact" and (u.get("raw") or u.get("judge_error"))
+        ).items())),
     }
 
 
@@ -326,6 +409,7 @@ def summarize(units, B: int = 10_000, level: float = 0.95, seed: int = 0) -> dic
         **{k: v for k, v in overall.items() if k != "n"},
         "ci_level": level,
         "ci_method": CI_METHOD,
+        "ci_kinds": CI_KINDS,
         "bootstrap_method": BOOTSTRAP_METHOD,
         "bootstrap_ci_low": boot[0],
         "bootstrap_ci_high": boot[1],
@@ -337,9 +421,9 @@ def summarize(units, B: int = 10_000, level: float = 0.95, seed: int = 0) -> dic
         "naive_ci_high": naive[1],
         "n_questions": overall["n"],
         **counts(units),
-        "per_category": _breakdown(table, table.categories, sorted(set(table.categories)),
-                                   level),
-        "per_length_bucket": per_length_bucket(table, level),
+        **{b.key: b.rows(table, level) for b in BREAKDOWNS},
+        "breakdowns": [{"key": b.key, "title": b.title, "column": b.column, "panel": b.panel,
+                        "color": b.color} for b in BREAKDOWNS],
         "per_seed": per_seed(units, table, level),
         "seed_spread": seed_spread(units, table, level),
         "per_question": {
@@ -355,18 +439,25 @@ def summarize(units, B: int = 10_000, level: float = 0.95, seed: int = 0) -> dic
 
 def _warnings(s: dict, table: QuestionTable) -> list[str]:
     out = []
-    if s["n_document_sets"] < 2:
-        out.append(
-            f"only {s['n_document_sets']} document set: variation between sets cannot be "
-            "estimated, so no interval is given"
-        )
-    elif s["n_document_sets"] < 10:
-        out.append(f"only {s['n_document_sets']} document sets: the interval is rough")
+    sets = s["n_document_sets"]
+    if sets < MIN_SETS:
+        out.append(f"only {sets} document set{'s' if sets != 1 else ''}: variation between "
+                   "sets cannot be estimated, so no interval is given")
+    elif sets < ROUGH_SETS:
+        out.append(f"only {sets} document sets: the interval is rough")
+    if s["ci_kind"] == "zero variance":
+        out.append(f"every question scores {s['accuracy']:.3f}: the interval is an exact "
+                   f"binomial bound on {s['ci_n_eff']:.1f} effective sets, not an estimate of "
+                   "the spread")
     if s["n_invalid"] and s["n_invalid"] == s["n_units"]:
         out.append("every verdict is INVALID: the judge output was never parsed; "
                    "accuracy 0 says nothing about the model")
     elif s["n_invalid"]:
         out.append(f"{s['n_invalid']} INVALID verdicts counted as wrong")
+    if s["n_judge_truncated"]:
+        out.append(f"{s['n_judge_truncated']} judge replies were cut at judge.max_new_tokens "
+                   "before a verdict (INVALID); `lcr judge RUN --retry-truncated N` asks "
+                   "again with N tokens")
     if s["n_too_long"]:
         out.append(f"{s['n_too_long']} units too long for the context window counted as wrong")
     if s["n_error"]:
@@ -404,17 +495,19 @@ def paired_difference(
     labels = [clusters[q] for q in qids]
     samples = bootstrap_means(diff, labels, B, seed)
     n_clusters = len(set(labels))
-    low = high = df = None
-    boot = (None, None)
+    iv, boot = None, (None, None)
+    if n_clusters >= MIN_SETS:
+        iv = interval(diff, labels, level, bounds=(-1.0, 1.0), share=False)
     if n_clusters >= 2:
-        low, high, df = t_interval(diff, labels, level, bounds=(-1.0, 1.0))
         boot = percentile_interval(samples, level)
     se_c, se_n = clustered_se(diff, labels), naive_se(diff)
     return {
         "difference": float(diff.mean()),
-        "ci_low": low,
-        "ci_high": high,
-        "ci_df": df,
+        "ci_low": iv.low if iv else None,
+        "ci_high": iv.high if iv else None,
+        "ci_df": iv.df if iv else None,
+        "ci_kind": iv.kind if iv else None,
+        "ci_note": None if iv else no_interval(n_clusters),
         "ci_level": level,
         "ci_method": "paired " + CI_METHOD,
         "bootstrap_method": "paired " + BOOTSTRAP_METHOD,

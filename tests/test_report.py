@@ -10,10 +10,10 @@ import pytest
 from lcr.config import Config, ReportSection
 from lcr.interval import METHOD as CI_METHOD
 from lcr.interval import t_interval
-from lcr.io import atomic_write_jsonl
+from lcr.io import atomic_write_jsonl, sha256_text
 from lcr.judge import identity
 from lcr.provenance import config_toml
-from lcr.render import _bars, wrap_label
+from lcr.render import _bars, figure, wrap_label
 from lcr.report import (
     ReportError,
     build_report,
@@ -23,7 +23,7 @@ from lcr.report import (
     run_report,
 )
 from lcr.rundir import RunDir, RunDirError
-from lcr.stats import cluster_bootstrap
+from lcr.stats import BREAKDOWNS, cluster_bootstrap
 
 CATEGORIES = ["legal", "finance", "academia", "government", "marketing"]
 FAST = ReportSection(bootstrap=1000, ci_level=0.95, seed=0)
@@ -234,8 +234,10 @@ def test_edge_case_reports_render(tmp_path):
         report = json.loads((run / "report.json").read_text())
         assert report["warnings"]
         assert "## Warnings" in (run / "report.md").read_text()
-    assert "[n/a]" in build_report([tmp_path / "one"])["summary"]
-    assert line.startswith("accuracy 0.000 [0.00, 0.00]") and "300" not in line
+    assert "[n/a] (no interval: 1 set;" in build_report([tmp_path / "one"])["summary"]
+    # no zero-width interval from a zero variance: an exact bound (lcr.interval), named so
+    assert line.startswith("accuracy 0.000 [0.00, 0.12] (95% exact binomial bound (every "
+                           "score equal) over 30 document sets") and "300" not in line
     assert "100 invalid verdicts" in line
 
 
@@ -284,9 +286,12 @@ def test_the_judge_is_read_from_the_verdicts_of_the_out_folder(tmp_path):
     assert build_report([run])["judge"]["model"] == "judge-a"
     run_report([run], out="alt")
     report = json.loads((run / "report-alt.json").read_text())
-    assert report["judge"] == {"model": "judge-b", "prompt": "v1.1", "backend": "vllm",
-                               "prompt_role": "user", "models_in_verdicts": ["judge-b"]}
-    assert "judge `judge-b` (vllm, prompt v1.1)" in (run / "report-alt.md").read_text()
+    judge = {k: report["judge"][k] for k in ("model", "prompt", "backend", "prompt_role",
+                                              "models_in_verdicts")}
+    assert judge == {"model": "judge-b", "prompt": "v1.1", "backend": "vllm",
+                     "prompt_role": "user", "models_in_verdicts": ["judge-b"]}
+    assert "judge `judge-b` (vllm, AA-LCR judge prompt v1.1 (dataset revision 9a77ef5;" in (
+        run / "report-alt.md").read_text()
     assert "judge-a" not in (run / "report-alt.md").read_text()
     assert not report["warnings"]
 
@@ -340,9 +345,9 @@ def test_breakdown_rows_of_few_sets_are_rough_in_json_md_and_png(tmp_path):
     assert report["rough"] is False  # 30 sets overall
     md = (run / "report.md").read_text()
     sets = cats["legal"]["n_document_sets"]
-    assert re.search(rf"\| legal \| \d+ \| {sets} \| [\d.]+ \| \[[\d.]+, [\d.]+\] rough "
-                     rf"\({sets} sets\) \|", md), md
-    assert f"| Legal | {cats['Legal']['n']} | 1 | " in md and "n/a (1 set) |" in md
+    assert re.search(rf"\| legal \| \d+ \| {sets} \| [\d.]+ \| \[[\d.]+, [\d.]+\]( exact)? "
+                     rf"rough \({sets} sets\) \|", md), md
+    assert f"| Legal | {cats['Legal']['n']} | 1 | " in md and "| 1 set: no interval |" in md
     gov = cats["Government_Consultations"]
     assert f"[{gov['ci_low']:.3f}, {gov['ci_high']:.3f}] |" in md
     # the figure: whiskers only for rows of 10 or more sets; set counts in the labels
@@ -454,7 +459,8 @@ def test_report_carries_provenance_and_a_setup_section(tmp_path):
     md = (run / "report.md").read_text()
     setup_md = md.split("## Setup", 1)[1].split("## Runs", 1)[0]
     for line in ("| too_long policy | truncate |",
-                 "| judge requests that failed (`n_judge_errors`, INVALID) | 2 |",
+                 "| judge requests that failed or gave an unusable reply (`n_judge_errors`, "
+                 "INVALID) | 2 |",
                  "| judge replies without a verdict (`n_unparsed`, INVALID) | 1 |",
                  "| answers cut at max_new_tokens (finish_reason length) | 3 |",
                  f"| generation hash | {meta['generation_hash']} |",
@@ -479,3 +485,95 @@ def test_old_verdicts_without_finish_reason_read_it_from_the_merge_or_say_na(tmp
               for i, r in enumerate(recs)]
     atomic_write_jsonl(RunDir(run).merged_file, merged)
     assert build_report([run])["n_cut_at_max_new_tokens"] == 10
+
+
+def test_a_zero_accuracy_is_a_visible_zero_in_the_figure(tmp_path):
+    """Issue 21: the demo's report.png was empty axes at accuracy 0. Every bar carries its
+    value, and a bar of 0 a line at 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    run = make_run(tmp_path, "zero", [{**r, "verdict": "INCORRECT"} for r in records()])
+    report = build_report([run])
+    fig = figure(report)
+    try:
+        ax = fig.axes[0]
+        texts = [t.get_text() for t in ax.texts]
+        assert texts == ["0.00"] * (1 + len(report["per_category"]))  # overall + categories
+        flat = [c.get_segments() for c in ax.collections if isinstance(c, LineCollection)
+                and all(seg[0][1] == seg[1][1] == 0 for seg in c.get_segments())]
+        assert [len(segments) for segments in flat] == [len(texts)]  # one line per bar
+    finally:
+        plt.close(fig)
+    some = build_report([make_run(tmp_path, "some", records())])
+    nonzero = figure(some)
+    try:
+        assert nonzero.axes[0].texts[0].get_text() == f"{some['accuracy']:.2f}"
+    finally:
+        plt.close(nonzero)
+
+
+def test_one_table_of_breakdowns_drives_json_md_and_png(tmp_path):
+    report = build_report([make_run(tmp_path, "r", records())])
+    assert [b["key"] for b in report["breakdowns"]] == [b.key for b in BREAKDOWNS]
+    md = render_markdown(report)
+    assert [line for line in md.splitlines() if line.startswith("## Per ")][:2] == [
+        f"## {b.title}" for b in BREAKDOWNS]
+    # a breakdown added to the table reaches the markdown and the figure, nothing else to wire
+    extra = {"key": "per_extra", "title": "Per extra", "column": "extra", "panel": "per extra",
+             "color": "tab:red"}
+    report = {**report, "per_extra": dict(list(report["per_category"].items())[:2]),
+              "breakdowns": report["breakdowns"] + [extra]}
+    md = render_markdown(report)
+    assert "## Per extra\n\n| extra | n questions |" in md
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig = figure(report)
+    try:
+        assert [ax.get_title() for ax in fig.axes] == [b["panel"] for b in report["breakdowns"]]
+    finally:
+        plt.close(fig)
+
+
+def test_weights_of_model_and_judge_and_the_judge_setup_are_in_json_and_md(tmp_path):
+    from lcr.io import write_done
+    from lcr.weights import weight_revision
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors.index.json").write_text('{"weight_map": {}}')
+    recs = [{**r, "judge_weights": {"source": "hub", "model": "q", "revision": "abc123"},
+             "judge_temperature": 0.0, "judge_max_new_tokens": 256,
+             "judge_structured_setting": "auto", "judge_structured": "json_schema"}
+            for r in records()]
+    run = make_run(tmp_path, "w", recs, model__path=str(model))
+    report = build_report([run])
+    want = weight_revision(str(model))
+    assert want["revision"] == sha256_text('{"weight_map": {}}')
+    assert report["model"]["weights"] == {**want, "resolved_at": "report"}
+    assert report["judge"]["weights"] == [{"source": "hub", "model": "q", "revision": "abc123"}]
+    assert (report["judge"]["temperature"], report["judge"]["max_new_tokens"]) == ([0.0], [256])
+    assert report["judge"]["structured"] == {"json_schema": 100}
+    md = render_markdown(report)
+    for line in (f"| model weights | sha256 {want['revision']} of model.safetensors.index.json "
+                 "(resolved when the report was made) |",
+                 "| judge weights | hub snapshot abc123 |",
+                 "| judge sampling | temperature 0.0, max_new_tokens 256 |",
+                 "| judge structured outputs | judge.structured = auto; replies by mode: "
+                 "json_schema 100 |",
+                 "| judge prompt | AA-LCR judge prompt v1.1 (dataset revision 9a77ef5; "):
+        assert line in md, line
+    # the generate done markers say which weights made the answers
+    marker = RunDir(run).generate_marker(0)
+    marker.parent.mkdir()
+    write_done(marker, {"records": 100, "weights": {"source": "hub", "model": "m",
+                                                    "revision": "feedbeef"}})
+    report = build_report([run])
+    assert report["model"]["weights"]["revision"] == "feedbeef"
+    assert "| model weights | hub snapshot feedbeef |" in render_markdown(report)

@@ -6,8 +6,23 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from lcr.coverage import AA_LCR_SET_SIZES, coverage, normal_clustered, reported, set_labels
-from lcr.interval import bell_mccaffrey_df, cr2_variance, t_interval
+from lcr.coverage import (
+    AA_LCR_SET_SIZES,
+    coverage,
+    coverage_table,
+    normal_clustered,
+    reported,
+    set_labels,
+    t_alone,
+)
+from lcr.interval import (
+    bell_mccaffrey_df,
+    clopper_pearson,
+    cr2_variance,
+    effective_sets,
+    interval,
+    t_interval,
+)
 from lcr.stats import (
     LENGTH_BUCKETS,
     cluster_bootstrap,
@@ -104,16 +119,24 @@ def independent_t_interval(scores_by_q, set_of_q, level):
     return scipy.special.expit(scipy.special.logit(m) + np.array([-half, half])), df
 
 
+# FIXED with a fifth set (an interval needs 5), every set holding a right and a wrong answer
+FIXED5 = FIXED + [("q8", "E", "legal", ("CORRECT", "INCORRECT"), ("ok", "ok")),  # 1/2
+                  ("q9", "D", "finance", ("INCORRECT", "CORRECT"), ("ok", "ok"))]  # 1/2
+FIXED5_SCORES = {**FIXED_SCORES, "q8": 0.5, "q9": 0.5}
+
+
 def test_interval_matches_independent_computation():
-    units = fixed_units()
-    set_of_q = {q: s for q, s, *_ in FIXED}
-    (low, high), df = independent_t_interval(FIXED_SCORES, set_of_q, 0.9)
+    units = [unit(q, s, v, seed=i, status=st, cat=c)
+             for q, s, c, vs, sts in FIXED5 for i, (v, st) in enumerate(zip(vs, sts))]
+    set_of_q = {q: s for q, s, *_ in FIXED5}
+    (low, high), df = independent_t_interval(FIXED5_SCORES, set_of_q, 0.9)
     s = summarize(units, B=3000, level=0.9, seed=11)
     assert [s["ci_low"], s["ci_high"], s["ci_df"]] == pytest.approx([low, high, df], abs=1e-12)
+    assert s["ci_kind"] == "t" and s["ci_note"] is None
     assert s["ci_method"].startswith("cluster t interval on the logit scale: CR2")
     assert s["ci_low"] < s["bootstrap_ci_low"] and s["ci_high"] > s["bootstrap_ci_high"]
     # the percentile bootstrap stays beside it for contrast, seeded
-    expected = independent_percentile_bootstrap(FIXED_SCORES, set_of_q, 3000, 0.9, 11)
+    expected = independent_percentile_bootstrap(FIXED5_SCORES, set_of_q, 3000, 0.9, 11)
     assert [s["bootstrap_ci_low"], s["bootstrap_ci_high"]] == pytest.approx(expected, abs=1e-12)
     table = question_table(units)
     low, high, samples = cluster_bootstrap(table.scores, table.clusters, 3000, 0.9, 11)
@@ -214,6 +237,42 @@ def test_reported_interval_covers_95_percent_on_aa_lcr_shape(icc, seeds):
     assert naive["coverage"] < 0.88, naive  # ignoring the document sets under-covers badly
 
 
+@pytest.mark.parametrize("truth", [0.03, 0.97])
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_reported_interval_covers_at_least_93_percent_at_extreme_accuracies(truth, seeds):
+    """Issue 19: at a true accuracy of 0.03 (or 0.97) the t interval alone covers 0.86-0.91,
+    10-17% of 1-seed runs getting [0, 0]; the reported one covers at least 0.93."""
+    got = coverage(reported, 4000, truth, 0.2, seeds, seed=19)
+    assert got["coverage"] >= 0.93, got
+    alone = coverage(t_alone, 4000, truth, 0.2, seeds, seed=19)
+    assert alone["coverage"] < 0.93, alone  # what the exact intervals fix
+
+
+@pytest.mark.parametrize("truth", [0.15, 0.5, 0.85])
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_where_coverage_held_it_holds_and_widths_grow_at_most_10_percent(truth, seeds):
+    got = coverage(reported, 4000, truth, 0.2, seeds, seed=7)
+    alone = coverage(t_alone, 4000, truth, 0.2, seeds, seed=7)
+    assert 0.94 <= got["coverage"] <= 0.96, got
+    assert got["width"] <= 1.10 * alone["width"], (got, alone)
+
+
+def test_lcr_coverage_prints_the_table(capsys):
+    from lcr.cli import main
+
+    assert main(["coverage", "--reps", "100", "--truth", "0.03,0.97", "--icc", "0.2",
+                 "--seeds", "1,3", "--bootstrap", "--seed", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "percentile bootstrap" in lines[1] and len(lines) == 2 + 4
+
+
+def test_coverage_table_shows_each_method_with_its_width():
+    text = coverage_table(200, [0.03], [0.2], [1])
+    head, row = text.splitlines()[1:3]
+    assert "reported" in head and "t interval alone" in head
+    assert row.split()[:3] == ["0.03", "0.20", "1"] and row.count("[") == 3
+
+
 def naive_interval(scores, clusters, level):
     return normal_interval(float(np.mean(scores)), naive_se(scores), level)
 
@@ -252,6 +311,10 @@ def test_per_length_bucket_and_seed_spread():
     assert spread["n"] == 3
     assert spread["value"] == pytest.approx(np.sqrt(0.5) / 3)  # std of (1, 0) is sqrt(1/2)
     assert spread["share_unstable"] == pytest.approx(1 / 3)
+    assert spread["ci_low"] is None  # 3 sets: no interval
+    many = [dict(u, document_set_id=f"{u['document_set_id']}{k}",
+                 question_id=f"{u['question_id']}{k}") for k in range(2) for u in units]
+    spread = summarize(many, B=200, seed=0)["seed_spread"]
     assert spread["ci_low"] <= spread["value"] <= spread["ci_high"]
 
 
@@ -273,14 +336,78 @@ def aa_lcr_units(verdict):
 
 
 @pytest.mark.parametrize("verdict,acc", [("CORRECT", 1.0), ("INCORRECT", 0.0)])
-def test_all_correct_and_all_wrong(verdict, acc):
+def test_all_correct_and_all_wrong_get_an_exact_bound_not_zero_width(verdict, acc):
     s = summarize(aa_lcr_units(verdict), B=1000)
     assert s["accuracy"] == acc
-    assert (s["ci_low"], s["ci_high"]) == (acc, acc)
-    assert (s["naive_ci_low"], s["naive_ci_high"]) == (acc, acc)
+    # 100 questions in 10 sets of 4 and 20 of 3: n^2 / sum(n_c^2) = 10000 / 340 effective
+    # sets; Clopper-Pearson with none of them right: 1 - 0.025^(1 / n_eff) (scipy's beta)
+    n_eff = 10_000 / 340
+    bound = scipy.stats.beta.ppf(0.975, 1, n_eff)
+    assert s["ci_kind"] == "zero variance" and s["ci_n_eff"] == pytest.approx(n_eff)
+    want = (0.0, bound) if acc == 0 else (1 - bound, 1.0)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx(want, abs=1e-12)
+    assert 0.11 < bound < 0.12
+    assert (s["naive_ci_low"], s["naive_ci_high"]) == (acc, acc)  # for contrast: too sure
     assert s["se_clustered"] == 0 and s["se_naive"] == 0
     assert s["seed_spread"]["value"] == 0
-    assert s["warnings"] == []
+    assert s["warnings"] == [f"every question scores {acc:.3f}: the interval is an exact "
+                             f"binomial bound on {n_eff:.1f} effective sets, not an estimate "
+                             "of the spread"]
+
+
+def test_zero_variance_never_gives_zero_width():
+    # AA-LCR's own sets, every question wrong: [0, 0.161]
+    low, high = reported(np.zeros(100), set_labels(), 0.95)
+    assert low == 0 and high == pytest.approx(1 - 0.025 ** (1 / effective_sets(
+        AA_LCR_SET_SIZES)))
+    assert 0.16 < high < 0.162
+    # equal set means of a 2-set row are no certainty either (issue 19: [0.5, 0.5] before)
+    iv = interval([0.5] * 6, list("aabbcc"))
+    assert iv.kind == "zero variance" and iv.low < 0.5 < iv.high
+    # a share u of questions could differ, each by at most the range
+    u = 1 - 0.025 ** (1 / 3)
+    assert (iv.low, iv.high) == pytest.approx((0.5 - 0.5 * u, 0.5 + 0.5 * u))
+    # paired differences that are all 0: both runs agree everywhere, still not certain
+    iv = interval([0.0] * 10, [f"s{i % 5}" for i in range(10)], bounds=(-1, 1))
+    assert iv.low < 0 < iv.high and iv.high == pytest.approx(-iv.low)
+
+
+def test_few_sets_with_a_right_answer_get_the_korn_graubard_interval():
+    # 2 right answers in 2 of 30 sets: the t interval's variance rests on 2 sets
+    scores = np.zeros(100)
+    scores[[0, 50]] = 1
+    labels = set_labels()
+    iv = interval(scores, labels, 0.95)
+    assert iv.kind == "exact"
+    # Korn & Graubard (1998) by hand: n_eff = p(1-p)/var (at most n), times (z/t_df)^2,
+    # then Clopper-Pearson on p * n_eff successes
+    p, var = 0.02, cr2_variance(scores, labels)
+    df = bell_mccaffrey_df(AA_LCR_SET_SIZES)
+    n_eff = min(p * (1 - p) / var, 100) * (scipy.stats.norm.ppf(0.975)
+                                           / scipy.stats.t.ppf(0.975, df)) ** 2
+    x = p * n_eff
+    want = scipy.stats.beta.ppf(0.025, x, n_eff - x + 1), scipy.stats.beta.ppf(0.975, x + 1,
+                                                                                n_eff - x)
+    assert (iv.low, iv.high) == pytest.approx(want, abs=1e-10)
+    assert iv.n_eff == pytest.approx(n_eff)
+    assert clopper_pearson(0, 10) == pytest.approx((0, 1 - 0.025 ** 0.1))
+    # the same with the wrong answers in few sets, mirrored
+    mirror = interval(1 - scores, labels, 0.95)
+    assert (mirror.low, mirror.high) == pytest.approx((1 - iv.high, 1 - iv.low))
+    # right answers spread over many sets: the t interval
+    spread = np.zeros(100)
+    spread[::10] = 1
+    assert interval(spread, labels).kind == "t"
+
+
+def test_rows_of_fewer_than_5_sets_get_no_interval():
+    units = [unit(f"q{i}", f"s{i % 4}", "CORRECT" if i % 3 else "INCORRECT")
+             for i in range(12)]
+    s = summarize(units, B=200)
+    assert (s["ci_low"], s["ci_high"], s["ci_note"]) == (None, None, "4 sets: no interval")
+    assert any("only 4 document sets" in w and "no interval" in w for w in s["warnings"])
+    five = summarize([dict(u, document_set_id=f"s{i % 5}") for i, u in enumerate(units)], B=200)
+    assert five["ci_low"] is not None and five["rough"] and five["ci_note"] is None
 
 
 def test_invalid_only():
@@ -319,7 +446,8 @@ def test_paired_difference():
     clusters = {q: f"set{i % 30}" for i, q in enumerate(qs)}
     b = {q: float(rng.integers(0, 2)) for q in qs}
     same = paired_difference(b, dict(b), clusters, B=1000)
-    assert same["difference"] == 0 and (same["ci_low"], same["ci_high"]) == (0, 0)
+    assert same["difference"] == 0 and same["ci_low"] < 0 < same["ci_high"]
+    assert same["ci_kind"] == "zero variance"
     assert same["share_a_better"] == 0 and same["n_equal"] == 100
     better = {q: 1.0 for q in qs}
     c = paired_difference(better, b, clusters, B=1000, seed=3)
@@ -329,7 +457,7 @@ def test_paired_difference():
     # the interval is the t interval of the per-question differences, on [-1, 1]
     diff = [better[q] - b[q] for q in qs]
     low, high, df = t_interval(diff, [clusters[q] for q in qs], 0.95, bounds=(-1, 1))
-    assert (c["ci_low"], c["ci_high"], c["ci_df"]) == (low, high, df)
+    assert (c["ci_low"], c["ci_high"], c["ci_df"], c["ci_kind"]) == (low, high, df, "t")
     assert c["ci_method"].startswith("paired cluster t interval")
     # and the seeded paired cluster bootstrap beside it
     low, high, _ = cluster_bootstrap(diff, [clusters[q] for q in qs], 1000, 0.95, 3)
