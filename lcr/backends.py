@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from lcr.config import JUDGE_BACKENDS, Config, ConfigError
-from lcr.verdict import exact_verdict
+from lcr.criteria import exact_verdict
 
 CHUNK = 256  # units judged between two appends to the shard file
 

@@ -45,6 +45,7 @@ from lcr.backends import (  # noqa: F401 (the backends were defined here: re-exp
     make_backend,
 )
 from lcr.config import Config, ConfigError, apply_values
+from lcr.criteria import exact_verdict  # noqa: F401 (re-exported: it was defined here)
 from lcr.errors import StageFailure
 from lcr.io import (
     ShardWriter,
@@ -61,7 +62,7 @@ from lcr.overrides import override_planned
 from lcr.prompts import judge_messages
 from lcr.rundir import RunDir, check_out_name, quoted
 from lcr.units import answers_sha, judge_shard_units, officials_sha, response_sha
-from lcr.verdict import exact_verdict, parse_verdict  # noqa: F401 (exact_verdict: re-exported)
+from lcr.verdict import parse_verdict
 
 IDENTITY = ("backend", "model", "prompt", "prompt_role", "shards")  # fixed per output folder
 # Identity keys added after verdicts were first written, with the value all older files had.

@@ -8,6 +8,7 @@ from test_merge import gen_record, generate_all, make_run, merged_run, write_lin
 
 from lcr.cli import main as cli_main
 from lcr.config import ConfigError
+from lcr.criteria import exact_verdict
 from lcr.io import read_jsonl, sha256_text
 from lcr.judge import (
     ExactBackend,
@@ -20,7 +21,7 @@ from lcr.judge import (
 from lcr.merge import merge_run
 from lcr.rundir import RunDir, RunDirError
 from lcr.units import judge_shard_units, plan_units
-from lcr.verdict import exact_verdict, parse_verdict
+from lcr.verdict import parse_verdict, read_structured, read_verdict
 
 C, I, X = "CORRECT", "INCORRECT", "INVALID"
 
@@ -70,7 +71,7 @@ VERDICT_CASES = [
     ("", X),
     ("   \n ", X),
     ("I cannot decide.", X),
-    ("The candidate is correct.", X),  # lower-case prose never counts
+    ("The candidate is correct.", C),  # any case, where it is the verdict on the answer
     ("The candidate answer is not entirely correct.", X),
     ("Correct answer is 42 but the candidate says 41", X),
     ("CORRECT or INCORRECT", X),
@@ -120,7 +121,7 @@ ADVERSARIAL_CASES = [
     ("The answer isn't INCORRECT, and it isn't CORRECT either.", I),
     ("CORRECT, not INCORRECT.", C),
     # questions and hypotheticals claim nothing
-    ("Is the candidate answer CORRECT? No.", X),
+    ("Is the candidate answer CORRECT? No.", I),  # a rubric: the judge's own answer
     ("Is the candidate answer CORRECT? No, it is INCORRECT.", I),
     ("It would be CORRECT if it said 14. It says 12, so INCORRECT.", I),
     ("The candidate would be CORRECT only with the official rounding.", X),
@@ -139,11 +140,12 @@ ADVERSARIAL_CASES = [
     ('The candidate wrote "Correct: 12 infringements".', X),
     ("> INCORRECT\n> \n> The total differs.", I),
     ("> **Verdict:** CORRECT", C),
-    # retractions and conflicting claims: INVALID
-    ("CORRECT... wait, no: INCORRECT", X),
-    ("CORRECT. Actually, on second thought, INCORRECT.", X),
-    ("Verdict: CORRECT\nCorrection: the years differ, so INCORRECT.", X),
-    ("INCORRECT\n\nHmm, re-reading it, the answer is CORRECT.", X),
+    # retractions: the final committed verdict counts (issue 19); conflicts with nothing
+    # between them stay INVALID
+    ("CORRECT... wait, no: INCORRECT", I),
+    ("CORRECT. Actually, on second thought, INCORRECT.", I),
+    ("Verdict: CORRECT\nCorrection: the years differ, so INCORRECT.", I),
+    ("INCORRECT\n\nHmm, re-reading it, the answer is CORRECT.", C),
     ("~~CORRECT~~ INCORRECT", I),
     ("~~INCORRECT~~ **CORRECT**", C),
     ("<s>CORRECT</s> INCORRECT", I),
@@ -164,7 +166,7 @@ ADVERSARIAL_CASES = [
     ('{"reason": "Correct: 12 matches 12", "verdict": "CORRECT"}', C),
     ('{"reason": "Matches the OFFICIAL ANSWER; not INCORRECT", "verdict": "CORRECT"}', C),
     ('{"verdict": "not correct", "reason": "41 vs 42"}', I),
-    ('{"verdict": "CORRECT", "confidence": "low"}\n\nOn reflection it is not CORRECT.', X),
+    ('{"verdict": "CORRECT", "confidence": "low"}\n\nOn reflection it is not CORRECT.', I),
     ('{"verdict": "INCORRECT"}\nThe answer is not CORRECT.', I),
     ('{"verdict": "Partially CORRECT"}', X),
     ('{"verdict": "CORRECT"}\n{"verdict": "CORRECT"}', C),
@@ -181,9 +183,9 @@ ADVERSARIAL_CASES = [
     ("`INCORRECT`\n\nThe candidate gave 12; the OFFICIAL ANSWER is 14.", I),
     ("The CANDIDATE ANSWER matches the OFFICIAL ANSWER.\n\nCORRECT", C),
     ("The candidate answer (12) differs from the official one (14). INCORRECT.", I),
-    # lower-case and title-case prose never count on their own
-    ("The answer is correct.", X),
-    ("The answer is not correct.", X),
+    # lower-case prose counts where it is the verdict on the whole answer (issue 19)
+    ("The answer is correct.", C),
+    ("The answer is not correct.", I),
     ("Correct answer: 14. The candidate gives 12.", X),
     ("incorrectly rounded, otherwise fine", X),
     # conjunctions start a new clause; a negation reaches across a few words only
@@ -197,6 +199,121 @@ ADVERSARIAL_CASES = [
 @pytest.mark.parametrize("text,want", ADVERSARIAL_CASES)
 def test_parse_verdict_adversarial(text, want):
     assert parse_verdict(text) == want
+
+
+# Cases of each kind issue 19 names (the held-out table, tests/test_verdict_heldout.py, is
+# checked apart): (reply, finish_reason, verdict).
+ISSUE_19_CASES = [
+    # the final committed verdict counts
+    ("At first glance the candidate seems INCORRECT since it says 'about 12'. But the question "
+     "allows rounding.\n\nVerdict: CORRECT", "stop", C),
+    ("The candidate's total matches. Some might call it INCORRECT for the missing unit, but "
+     "the question asks for no unit.\n\nFinal verdict: CORRECT", "stop", C),
+    ("Verdict: INCORRECT\n\nVerdict: CORRECT", "stop", X),  # nothing between: no commitment
+    ("INCORRECT\n\nWait, I misread the candidate: it does give 14.\n\nCORRECT", "stop", C),
+    ("CORRECT\n\nHmm, no. The candidate gives 2019, the official answer says 2021. INCORRECT",
+     "stop", I),
+    # negation over the whole clause, asides included
+    ("The candidate does not, despite the long explanation, reach a CORRECT total.", "stop", I),
+    ("None of the three firms the candidate names is, as far as the documents go, CORRECT.",
+     "stop", I),
+    ("It is not, in my view, CORRECT.", "stop", I),
+    ("I cannot, given the rounding the question demands, accept this as CORRECT.", "stop", I),
+    ("Nobody reading the documents would call this CORRECT.", "stop", I),
+    # rubric forms
+    ("Correct: no", "stop", I),
+    ("CORRECT: YES", "stop", C),
+    ("Is the answer correct? Yes.", "stop", C),
+    ("**Correct:** false", "stop", I),
+    ("Incorrect: no", "stop", X),  # a double negative is no clear commitment
+    # a verdict word qualifying something else
+    ("The candidate misses the CORRECT value of 3.5%.", "stop", X),
+    ("Correct figure: 14; candidate: 12.", "stop", X),
+    ("Correct: 14. Candidate: 12.", "stop", X),  # a label of a value
+    ("The CORRECT ranking is A, B, C. The candidate gives A, B, C.\n\nCORRECT", "stop", C),
+    ("INCORRECT: the CORRECT year is 2021.", "stop", I),
+    # any case where it stands alone as the verdict
+    ("correct", "stop", C),
+    ("Incorrect", "stop", I),
+    ("The candidate's answer is incorrect.", "stop", I),
+    ("the response is correct", "stop", C),
+    ("Overall, correct.", "stop", C),
+    ("The years differ, so it is incorrect.", "stop", I),
+    ("The year is correct, but the amount is wrong.", "stop", I),  # a part right is no verdict
+    ("The official answer is correct per the documents; the candidate says 12.", "stop", X),
+    # JSON: extra keys, contradicting keys, qualifiers
+    ('{"verdict": "INCORRECT", "explanation": "The candidate says 12.", "score": 0}', "stop",
+     I),
+    ('{"verdict": "CORRECT", "correct": false}', "stop", X),
+    ('{"verdict": "CORRECT", "is_correct": true}', "stop", C),
+    ('{"verdict": "INCORRECT - the year differs"}', "stop", I),
+    ('{"verdict": "CORRECT, since 67.5% equals 0.675"}', "stop", C),
+    ('{"is_correct": false}', "stop", I),
+    ('{"verdict": "CORRECT answer"}', "stop", X),
+    # zh, es, de, fr
+    ("结论：正确", "stop", C),
+    ("答案不正确。", "stop", I),
+    ("判断：错误", "stop", I),
+    ("候选答案正确", "stop", C),
+    ("CORRECTO", "stop", C),
+    ("La respuesta no es correcta.", "stop", I),
+    ("Veredicto: correcta", "stop", C),
+    ("FALSCH", "stop", I),
+    ("Bewertung: richtig", "stop", C),
+    ("Die Antwort ist korrekt.", "stop", C),
+    ("nicht korrekt", "stop", I),
+    ("Verdict : CORRECT", "stop", C),
+    ("La réponse est incorrecte.", "stop", I),
+    ("Réponse : correcte", "stop", C),
+    ("La réponse n'est pas correcte.", "stop", I),
+    # cut at the judge's token limit: INVALID unless the verdict came first
+    ("CORRECT\n\nThe candidate gives 14 as the official answer does, and the", "length", C),
+    ("Let me check each figure. The first figure is CORRECT. The second", "length", X),
+    ('{"verdict": "INCORRECT"', "length", I),
+    ("<think>The candidate says 14, which", "length", X),
+    ("Verdict: INCORRECT\nReason: the candidate", "length", I),
+    ("INCORRECT... wait, let me re-check the second", "length", X),  # it was reconsidering
+    ("The answer is CORRECT.", "length", X),  # a sentence, not a verdict it began with
+    # never CORRECT unless the judge clearly committed to it
+    ("The candidate seems to be on the right track, probably CORRECT.", "stop", X),
+    ("CORRECT?", "stop", X),
+    ("Could be CORRECT.", "stop", X),
+    ("I am not sure whether it is CORRECT.", "stop", X),
+    ("It looks CORRECT at first, but the unit is wrong.", "stop", X),
+    ("I'm not able to determine whether the candidate answer is CORRECT without the "
+     "documents.", "stop", X),
+    ("There is nothing INCORRECT about the candidate's answer.", "stop", X),  # not a verdict
+    ("The answer given is not the CORRECT one.", "stop", I),
+    ("Candidate: 14. Official: 14. Match. CORRECT", "stop", C),
+    ("The candidate answer is correct in substance but uses the wrong unit, which the question "
+     "requires. INCORRECT.", "stop", I),
+]
+
+
+@pytest.mark.parametrize("text,finish,want", ISSUE_19_CASES)
+def test_parse_verdict_issue_19_cases(text, finish, want):
+    assert parse_verdict(text, finish_reason=finish) == want
+
+
+def test_reasons_of_invalid_replies():
+    assert read_verdict("Step 1: the year is CORRECT. Step", "length") == ("INVALID", "truncated")
+    assert read_verdict("CORRECT\nINCORRECT") == ("INVALID", "contradicting verdicts")
+    assert read_verdict("I cannot decide.") == ("INVALID", "no verdict")
+    assert read_verdict("   ") == ("INVALID", "empty reply")
+    assert read_verdict('{"verdict": "PARTIALLY CORRECT"}') == ("INVALID", "ambiguous verdict")
+
+
+def test_structured_replies_are_read_strictly():
+    assert read_structured("CORRECT", "choice") == (C, None)
+    assert read_structured(" INCORRECT\n", "choice") == (I, None)
+    assert read_structured('{"verdict": "CORRECT"}', "json_schema") == (C, None)
+    # an endpoint that ignored the request: read as prose, and the reason says so
+    assert read_structured("The answer is CORRECT.", "choice") == (
+        C, "not the choice asked for; read as prose")
+    assert read_structured('{"verdict": "CORRECT", "x": 1', "json_schema") == (
+        C, "not the json_schema asked for; read as prose")
+    assert read_structured("", "json_schema") == (
+        X, "not the json_schema asked for; read as prose: empty reply")
 
 
 def test_quotes_and_retractions_never_turn_a_reply_correct():
@@ -242,11 +359,12 @@ def test_exact_verdict(official, response, want):
 
 def test_moved_names_stay_importable_from_judge():
     import lcr.backends
+    import lcr.criteria
     import lcr.judge
     import lcr.verdict
 
     assert lcr.judge.parse_verdict is lcr.verdict.parse_verdict
-    assert lcr.judge.exact_verdict is lcr.verdict.exact_verdict
+    assert lcr.judge.exact_verdict is lcr.criteria.exact_verdict
     for name in ("ExactBackend", "VllmBackend", "OpenAIBackend", "make_backend", "BACKENDS"):
         assert getattr(lcr.judge, name) is getattr(lcr.backends, name), name
 
