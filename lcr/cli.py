@@ -96,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--shard", type=int, default=None, help="run one judge shard only")
     what.add_argument("--finalize", action="store_true", help="only write verdicts from shards")
     sp.add_argument("--retry-errors", action="store_true",
-                    help="ask the judge again for units whose request failed (endpoint errors)")
+                    help="ask the judge again for units that ended in judge errors (a failed "
+                         "request or an unusable reply), in shards already done too")
+    sp.add_argument("--retry-truncated", type=int, default=0, metavar="N",
+                    help="ask again, with N output tokens, the units whose judge reply was cut "
+                         "at judge.max_new_tokens before a verdict")
     sp.add_argument("--submit", action="store_true", help="submit as a Slurm array instead")
     sp = cmd("report", "accuracy with small-sample cluster intervals; several runs pool as "
                        "seeds (a pooled report gets a name of its own)")
@@ -291,10 +295,12 @@ def _judge(args) -> int:
         info = judge.finalize_verdicts(args.run_dir, args.out, args.overrides)
     elif args.shard is not None:
         info = judge.judge_shard(args.run_dir, args.shard, args.out, args.overrides,
-                                 retry_errors=args.retry_errors)
+                                 retry_errors=args.retry_errors,
+                                 retry_truncated=args.retry_truncated)
     else:
         info = judge.judge_run(args.run_dir, args.out, args.overrides,
-                               retry_errors=args.retry_errors)
+                               retry_errors=args.retry_errors,
+                               retry_truncated=args.retry_truncated)
     print(json.dumps(info), flush=True)
     return 0
 

@@ -158,6 +158,8 @@ class JudgeSection:
     max_model_len: int = 16384  # vllm backend: judge prompts are short
     kv_cache_memory_bytes: int = 0  # vllm backend; 0 = the [engine] setting
     max_new_tokens: int = 256  # judge output budget
+    structured: bool | str = "auto"  # verdicts under structured outputs: "auto", true, false
+    max_error_share: float = 0.1  # a judge shard fails if more of its units end in judge errors
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend endpoint
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key; never stored
     concurrency: int = 8  # openai backend: requests in flight
@@ -315,6 +317,7 @@ def validate(cfg: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
     check_protocol(cfg)
+    check_judge(cfg)
     positive = {
         "shards.count": cfg.shards.count,
         "sampling.n": cfg.sampling.n,
@@ -372,6 +375,20 @@ def validate(cfg: Config) -> None:
                           f"prompt in engine.max_model_len = {cfg.engine.max_model_len}")
     if not 0 < cfg.report.ci_level < 1:
         raise ConfigError(f"report.ci_level = {cfg.report.ci_level}; must be between 0 and 1")
+
+
+def check_judge(cfg: Config) -> None:
+    """judge.structured and judge.max_error_share, each naming its key."""
+    j = cfg.judge
+    if j.structured not in ("auto", True, False):
+        raise ConfigError(f"judge.structured = {j.structured!r}; expected \"auto\", true or false")
+    if j.structured is True and j.backend == "exact":
+        raise ConfigError("judge.structured = true, but judge.backend = \"exact\" asks no model "
+                          "(nothing to decode under structured outputs); set judge.structured = "
+                          "\"auto\" or false, or judge.backend = \"vllm\" or \"openai\"")
+    if not 0 <= j.max_error_share <= 1:
+        raise ConfigError(f"judge.max_error_share = {j.max_error_share}; must be between 0 and 1 "
+                          "(the share of a shard's units that may end in judge errors)")
 
 
 def data_protocol(data: DataSection) -> str | None:

@@ -427,21 +427,28 @@ def parse_verdict(text, finish_reason: str | None = None) -> str:
     return read_verdict(text, finish_reason)[0]
 
 
+def structured_verdict(text, mode: str) -> str | None:
+    """The verdict of a reply that is exactly what `mode` allows: one of CHOICES ("choice"),
+    or the JSON object {"verdict": ...} ("json_schema"); None for any other reply."""
+    raw = text.strip() if isinstance(text, str) else ""
+    if mode == "choice":
+        return raw if raw in CHOICES else None
+    try:
+        obj = json.loads(raw) if mode == "json_schema" else None
+    except ValueError:
+        return None
+    ok = isinstance(obj, dict) and set(obj) == {"verdict"} and obj["verdict"] in CHOICES
+    return obj["verdict"] if ok else None
+
+
 def read_structured(text, mode: str, finish_reason: str | None = None
                     ) -> tuple[str, str | None]:
-    """A reply decoded under structured outputs: exactly one of CHOICES ("choice"), or JSON
-    {"verdict": ...} ("json_schema"). A reply that does not conform (an endpoint that ignored
-    the request) is read as prose, its reason saying so."""
-    raw = text.strip() if isinstance(text, str) else ""
-    if mode == "choice" and raw in CHOICES:
-        return raw, None
-    if mode == "json_schema":
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and obj.get("verdict") in CHOICES:
-            return obj["verdict"], None
+    """A reply decoded under structured outputs, read strictly (structured_verdict). One that
+    does not conform (an endpoint that ignored the request) is read as prose, its reason
+    saying so."""
+    verdict = structured_verdict(text, mode)
+    if verdict:
+        return verdict, None
     verdict, reason = read_verdict(text, finish_reason)
     return verdict, f"not the {mode} asked for; read as prose" + (
         f": {reason}" if reason else "")

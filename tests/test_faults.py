@@ -634,7 +634,9 @@ def test_judge_retries_transient_errors(tmp_path, stub, capsys, behave, min_wait
 
 
 def test_judge_request_timeout_is_invalid_then_retried(tmp_path, stub, capsys):
-    rd, units, victim = openai_run(tmp_path, stub.url, victim_response=f"{SLOW} 42")
+    # 1 of 4 units failing is 25%: judge.max_error_share = 0.5 lets the shard finish
+    rd, units, victim = openai_run(tmp_path, stub.url, victim_response=f"{SLOW} 42",
+                                   max_error_share=0.5)
     stub.behave(lambda n, body, auth: slow(n, body, auth) if SLOW in body else ok(n, body, auth))
     code, out, err = cli(capsys, "judge", rd.path)
     assert code == 0
@@ -669,7 +671,8 @@ def test_judge_reply_without_verdict_is_invalid_and_counted(tmp_path, stub, caps
     assert_once(verdicts, units)
     for v in verdicts:
         assert v["verdict"] == "INVALID" and not v.get("judge_error")
-        assert v["reason"] == "judge reply names neither CORRECT nor INCORRECT unambiguously"
+        assert v["reason"].startswith("judge reply names neither CORRECT nor INCORRECT "
+                                      "unambiguously (no verdict)")
         assert v["raw"] == "I cannot decide from these documents."
     assert_no_key(out, err, folder=rd.path)
 

@@ -375,9 +375,9 @@ class Counting:
     def __init__(self, inner):
         self.inner, self.model, self.calls = inner, inner.model, 0
 
-    def judge(self, items):
+    def judge(self, items, **kw):
         self.calls += len(items)
-        return self.inner.judge(items)
+        return self.inner.judge(items, **kw)
 
 
 def exact_run(tmp_path, **kw):
@@ -573,9 +573,9 @@ class Recording(Counting):
         super().__init__(inner)
         self.messages = []
 
-    def judge(self, items):
+    def judge(self, items, **kw):
         self.messages += [it.messages for it in items]
-        return super().judge(items)
+        return super().judge(items, **kw)
 
 
 def test_prompt_role_is_part_of_the_judge_identity(tmp_path):

@@ -1,7 +1,9 @@
 """The vllm and openai judge backends for real: vLLM on CPU with the tiny model, a real
 OpenAI-compatible vLLM server on 127.0.0.1, and a stub in front of it for 500 / 429 faults.
 
-The tiny model's replies are noise, so most verdicts are INVALID: they are counted, not dropped.
+The tiny model's free-text replies are noise, so those verdicts are mostly INVALID: they are
+counted, not dropped. Under structured outputs (judge.structured, the default "auto") even the
+tiny model can only answer CORRECT or INCORRECT: no INVALID.
 """
 
 import gc
@@ -26,6 +28,7 @@ from lcr.cli import main as cli_main
 from lcr.io import read_jsonl
 from lcr.judge import (
     EndpointError,
+    JudgeError,
     judge_config,
     judge_run,
     judge_shard,
@@ -34,6 +37,7 @@ from lcr.judge import (
 from lcr.merge import merge_run
 from lcr.tinymodel import tiny_model
 from lcr.units import plan_units
+from lcr.verdict import CHOICES, structured_verdict
 
 pytestmark = pytest.mark.vllm
 
@@ -58,7 +62,7 @@ def assert_no_key(*texts, folder=None):
 
 def openai_settings(url, **kw):
     return dict(backend="openai", model=SERVED, base_url=url, api_key_env=KEY_ENV,
-                max_new_tokens=16, concurrency=4, **kw)
+                max_new_tokens=32, concurrency=4, **kw)
 
 
 def test_endpoint_down_is_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -85,7 +89,7 @@ def test_vllm_judge_on_cpu(tmp_path):
     rd, cfg, plan = make_run(
         tmp_path, n_questions=4, seeds=(0, 1), backend="vllm", model="tiny",  # lcr.tinymodel
         tensor_parallel_size=1, max_model_len=4096, kv_cache_memory_bytes=64 << 20,
-        max_new_tokens=16)
+        max_new_tokens=32)  # the tiny tokenizer spells {"verdict":"INCORRECT"} in ~22 tokens
     failed = plan_units(plan)[0]
     generate_all(rd, cfg, plan, skip={failed["key"]})
     write_lines(rd.generate_file(0), [gen_record(failed, cfg, status="error", response="")])
@@ -107,6 +111,15 @@ def test_vllm_judge_on_cpu(tmp_path):
         assert all(v["judge_model"] == "tiny" for v in judged)  # the name, not a cache path
         assert all(isinstance(v["raw"], str) and v["raw"] for v in judged)
         assert info["n_judge_errors"] == 0
+        # decoded under the v1.1 JSON schema: every reply is {"verdict": ...}, none INVALID
+        assert {v["judge_structured"] for v in judged} == {"json_schema"}
+        assert all(structured_verdict(v["raw"], "json_schema") == v["verdict"] for v in judged)
+        assert info["n_invalid"] == 0
+        for v in judged:  # how the judge was asked and how it stopped
+            assert v["judge_finish_reason"] == "stop" and 0 < v["judge_output_tokens"] <= 32
+            assert (v["judge_max_new_tokens"], v["judge_temperature"]) == (32, 0.0)
+            assert v["judge_weights"]["source"] == "local" and v["judge_weights"]["revision"]
+            assert v["judge_endpoint"].startswith("vllm:tiny@")
         # a second judge of the same answers is served from the cache: no engine call
         again = judge_run(rd.path, out="again", overrides=overrides, backend=backend)
         assert [v["verdict"] for v in read_jsonl(rd.verdicts_file("again")).records] == [
@@ -121,6 +134,25 @@ def test_vllm_judge_on_cpu(tmp_path):
         assert info["records"] == 8 and len(moved) == 7
         assert all(v["judge_prompt_role"] == "system" and not v.get("cached") and v["raw"]
                    for v in moved)
+        # v1.0 under structured outputs is a choice of exactly CORRECT or INCORRECT (a
+        # backend of its own for that prompt, on the engine already started)
+        v10 = [*overrides, "judge.prompt=v1.0", "judge.force=true"]
+        chooser = make_backend(judge_config(rd, v10, "v10"))
+        chooser.engine = backend.engine
+        judge_run(rd.path, out="v10", overrides=v10, backend=chooser)
+        chosen = [v for v in read_jsonl(rd.verdicts_file("v10")).records
+                  if v["key"] != failed["key"]]
+        assert {v["judge_structured"] for v in chosen} == {"choice"}
+        assert all(v["raw"] in CHOICES and v["raw"] == v["verdict"] for v in chosen)
+        # judge.structured = false: free text, read as prose (the tiny model's is noise)
+        free = [*overrides, "judge.structured=false"]
+        talker = make_backend(judge_config(rd, free, "free"))
+        talker.engine = backend.engine
+        judge_run(rd.path, out="free", overrides=free, backend=talker)
+        prose = [v for v in read_jsonl(rd.verdicts_file("free")).records
+                 if v["key"] != failed["key"]]
+        assert {v["judge_structured"] for v in prose} == {"none"}
+        assert all(v["judge_finish_reason"] in ("stop", "length") for v in prose)
     finally:
         backend.engine = None
         gc.collect()
@@ -135,7 +167,10 @@ def server(tmp_path_factory):
            "--model", str(tiny_model()), "--served-model-name", SERVED,
            "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096",
            "--no-enable-chunked-prefill", "--kv-cache-memory-bytes", str(64 << 20),
-           "--max-num-seqs", "16", "--enforce-eager", "--api-key", KEY]
+           "--max-num-seqs", "16", "--enforce-eager", "--api-key", KEY,
+           # compact JSON under response_format (as lcr's own vllm judge engine does)
+           "--structured-outputs-config",
+           '{"backend": "xgrammar", "disable_any_whitespace": true}']
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -178,6 +213,17 @@ def test_openai_backend_real_server(tmp_path, server, monkeypatch, capfd):
     assert info["n_correct"] + info["n_incorrect"] + info["n_invalid"] == 8
     assert all(v["judge_model"] == SERVED and v["judge_backend"] == "openai" for v in verdicts)
     assert all(v["raw"] for v in verdicts)
+    # response_format with the v1.1 JSON schema, honoured by the real server: no INVALID
+    assert {v["judge_structured"] for v in verdicts} == {"json_schema"}
+    assert all(structured_verdict(v["raw"], "json_schema") == v["verdict"] for v in verdicts)
+    assert info["n_invalid"] == 0
+    assert all(v["judge_finish_reason"] == "stop" and v["judge_output_tokens"] > 0
+               for v in verdicts)
+    # v1.0: the server's guided choice (structured_outputs.choice)
+    info = judge_run(rd.path, out="v10", overrides=["judge.prompt=v1.0", "judge.force=true"])
+    chosen = read_jsonl(rd.verdicts_file("v10")).records
+    assert {v["judge_structured"] for v in chosen} == {"choice"} and info["n_invalid"] == 0
+    assert all(v["raw"] in CHOICES for v in chosen)
     # without the key the server answers 401: a clear error, not a file of INVALIDs
     monkeypatch.delenv(KEY_ENV)
     other, _, _ = merged_run(tmp_path, name="nokey", n_questions=2,
@@ -265,8 +311,14 @@ def test_exhausted_retries_give_invalid_with_reason(tmp_path, stub, monkeypatch)
     merged = read_jsonl(rd.merged_file).records
     assert merged[0]["key"] != victim["key"]  # the probe request goes through
     stub.poison = True
-    info = judge_shard(rd.path, 0)
-    assert info["n_judge_errors"] == 1 and info["records"] == 4
+    # 1 of 4 units is more than judge.max_error_share (0.1): the shard fails, naming the
+    # endpoint and the first bad reply, and is not done
+    with pytest.raises(JudgeError) as e:
+        judge_shard(rd.path, 0)
+    assert "1 of 4 units ended in judge errors" in str(e.value)
+    assert f"endpoint {stub.url}; first bad reply: POST {stub.url}/chat/completions" in str(
+        e.value)
+    assert not rd.judge_marker(0).exists()
     rec = next(r for r in read_jsonl(rd.judge_file(0)).records if r["key"] == victim["key"])
     assert rec["verdict"] == "INVALID" and rec["judge_error"]
     assert f"POST {stub.url}/chat/completions" in rec["reason"]
@@ -276,6 +328,6 @@ def test_exhausted_retries_give_invalid_with_reason(tmp_path, stub, monkeypatch)
     # the endpoint recovers: only the failed unit is asked again
     stub.poison = False
     before = len(stub.seen)
-    info = judge_shard(rd.path, 0, retry_errors=True)
+    info = judge_shard(rd.path, 0)
     assert info["n_judge_errors"] == 0 and len(stub.seen) == before + 1
     assert_no_key(folder=rd.path)
