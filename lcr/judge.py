@@ -39,8 +39,6 @@ seed's setup); it is part of every verdict record, the cache key and the folder'
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from collections import Counter
@@ -62,7 +60,6 @@ from lcr.criteria import exact_verdict  # noqa: F401 (re-exported: it was define
 from lcr.errors import StageFailure
 from lcr.io import (
     ShardWriter,
-    append_locked,
     atomic_write_json,
     atomic_write_jsonl,
     read_done,
@@ -71,6 +68,7 @@ from lcr.io import (
     sha256_text,
     write_done,
 )
+from lcr.judgecache import VerdictCache
 from lcr.overrides import override_planned
 from lcr.prompts import judge_messages
 from lcr.rundir import RunDir, check_out_name, quoted
@@ -86,7 +84,6 @@ IDENTITY = ("backend", "model", "prompt", "prompt_role", "structured", "shards")
 # a folder judged before judge.structured existed goes on in free text.
 SETTING_DEFAULTS = {"prompt_role": "user", "structured": False}
 RECORD_DEFAULTS = {"judge_prompt_role": "user"}
-CACHE_VERSION = "v2"  # keys of v1 entries (before endpoint, sampling and mode) never match
 
 
 class JudgeError(StageFailure, RuntimeError):
@@ -144,32 +141,7 @@ def _same_judge(rec: dict, ident: dict) -> bool:
     return all(rec.get(k, RECORD_DEFAULTS.get(k)) == v for k, v in ident.items())
 
 
-# ----------------------------------------------------------------------------- cache
-
-class VerdictCache:
-    """Append-only judge-cache.jsonl shared by every shard and output folder (flock'd appends)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.entries = {r["cache_key"]: r for r in read_jsonl(path).records if "cache_key" in r}
-
-    @staticmethod
-    def key(unit: dict, official: str, ident: dict, asked: dict, mode: str,
-            max_new_tokens: int | None = None) -> str:
-        """Everything that shapes the judge's reply to this answer (see the module docstring)."""
-        parts = [CACHE_VERSION, unit["key"], response_sha(unit), sha256_text(official),
-                 ident["judge_model"], ident["judge_prompt"], ident["judge_backend"],
-                 ident["judge_prompt_role"], asked["judge_endpoint"], asked["judge_temperature"],
-                 max_new_tokens or asked["judge_max_new_tokens"], mode]
-        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-
-    def get(self, cache_key: str) -> dict | None:
-        return self.entries.get(cache_key)
-
-    def add(self, entries: list[dict]) -> None:
-        append_locked(self.path, entries)
-        self.entries.update((e["cache_key"], e) for e in entries)
-
+# ----------------------------------------------------------------------------- records
 
 def _with_officials(units: list[dict], answers: dict[str, str]) -> list[dict]:
     """Units tagged with the sha256 of their official answer: a verdict counts only for the
@@ -220,6 +192,7 @@ def _record(unit: dict, ident: dict, shard: int, verdict: str, raw: str, **extra
         "prompt_tokens": unit.get("prompt_tokens"),
         "output_tokens": unit.get("output_tokens"),
         "finish_reason": unit.get("finish_reason"),  # "length": cut at max_new_tokens
+        **({"attention": unit["attention"]} if "attention" in unit else {}),  # that made it
         "verdict": verdict,
         **ident,
         "raw": raw,

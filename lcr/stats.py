@@ -16,8 +16,8 @@ sets gets no interval ("k sets: no interval"), one of fewer than ROUGH_SETS (10)
 
 Every number the report shows is computed here: `counts` (verdicts, generation failures, judge
 errors, judge replies cut at the judge's limit, answers cut at max_new_tokens, the attention
-that made the answers, structured modes), and each breakdown is a row of BREAKDOWNS, which report.json, report.md and report.png
-all read.
+that made the answers, structured modes), and each breakdown is a row of BREAKDOWNS, which
+report.json, report.md and report.png all read.
 
 A unit is a dict with at least `question_id`, `document_set_id` and `verdict`; optional are
 `status` ("ok" when absent), `document_category`, `prompt_tokens`, `seed`, `sample` and `run`
