@@ -618,10 +618,15 @@ def test_folders_judged_before_the_prompt_role_existed_stay_done(tmp_path):
     rd.judge_marker(0).write_text(json.dumps(done))
     settings = json.loads((rd.judge_dir() / "settings.json").read_text())
     assert settings["judge"].pop("prompt_role") == "user"
+    assert settings["judge"].pop("structured") == "auto"
     (rd.judge_dir() / "settings.json").write_text(json.dumps(settings))
+    # a folder judged before judge.structured existed goes on in free text, as it was judged
+    assert judge_config(rd).judge.structured is False
+    with pytest.raises(ConfigError, match="judge.structured = False.*another --out"):
+        judge_config(rd, ["judge.structured=auto"])
     backend = counting(rd)
     assert judge_shard(rd.path, 0, backend=backend)["records"] == 6
     assert backend.calls == 0
-    fresh = counting(rd, "again")  # the cache made before the role existed still answers
+    fresh = counting(rd, "again")  # entries lacking the field still answer: the key decides
     judge_run(rd.path, out="again", backend=fresh)
     assert fresh.calls == 0
