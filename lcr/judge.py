@@ -427,6 +427,8 @@ def _judge_chunk(backend, ask: Ask, chunk, questions, shard, writer, cache, stat
                                   role=cfg.judge.prompt_role)
         items.append(Item(u["key"], messages, q["answer"], u["response"]))
     results = backend.judge(items, max_new_tokens=ask.budget)
+    if not (ask.weights or {}).get("revision"):  # a hub judge is in the cache once loaded
+        ask.weights = BACKENDS[cfg.judge.backend].weights(cfg)
     if len(results) != len(items):
         raise JudgeError(f"judge backend returned {len(results)} results for {len(items)}")
     if all(r.error and r.fatal for r in results):

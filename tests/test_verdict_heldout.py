@@ -9,8 +9,9 @@ limit (finish_reason "length"), JSON with extra or contradicting keys, and verdi
 Spanish, German and French.
 
 The bar (issue 19): no reply the reader does not read as CORRECT is parsed CORRECT, and at
-least 34 of the 40 agree. The first run's figure is written in the README (Statistics /
-judge section); disagreements are listed there, not fixed here.
+least 34 of the 40 agree. The first run's figure is in docs/judge.md (40 of 40, no false
+CORRECT, with the caveat that one author wrote both); disagreements would be listed there,
+not fixed here.
 """
 
 from lcr.verdict import parse_verdict
