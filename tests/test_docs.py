@@ -3,7 +3,7 @@
     python -m pytest -q tests/test_docs.py
 
 The walk reads the code blocks and the inline code of README.md, tests/FAILURES.md,
-jobs/PERFORMANCE.md and jobs/README.md. A synopsis (`lcr judge RUN_DIR [--shard K | --finalize]`)
+jobs/PERFORMANCE.md, jobs/README.md and docs/*.md. A synopsis (`lcr judge RUN_DIR [--shard K | --finalize]`)
 is tried in each of its forms; a mention without its positional arguments (`lcr rerun
 --dry-run`) gets placeholders for them; a quoted message (`lcr plan: error: ...`) is not a
 command. Every `--set` must name a real key. Nothing runs: the tests that run the commands are
@@ -22,12 +22,13 @@ from helpers import REPO
 from lcr.cli import _parser
 from lcr.config import parse_override, valid_keys
 
-DOCS = ("README.md", "tests/FAILURES.md", "jobs/PERFORMANCE.md", "jobs/README.md")
+DOCS = ("README.md", "tests/FAILURES.md", "jobs/PERFORMANCE.md", "jobs/README.md",
+        "docs/statistics.md", "docs/judge.md")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)  # `x` and ``x `y` ``
 # An optional part of a synopsis: [--flag ...] or [PLACEHOLDER...], not a TOML list ([0,1]).
 GROUP = re.compile(r"(?:(?<=\s)|^)\[([-A-Z][^\[\]]*)\]")
-PLACEHOLDERS = {"K": "0"}  # where the parser wants a number
+PLACEHOLDERS = {"K": "0", "N": "1024"}  # where the parser wants a number
 PARSER = _parser()
 
 
