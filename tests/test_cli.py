@@ -1,8 +1,8 @@
 """The one CLI: every command's --help, the exit-code policy, the export, the override table."""
 
 import json
-import re
 import os
+import re
 
 import pytest
 from helpers import DEMO, REPO

@@ -3,7 +3,8 @@
     python -m pytest -q tests/test_docs.py
 
 The walk reads the code blocks and the inline code of README.md, tests/FAILURES.md,
-jobs/PERFORMANCE.md, jobs/README.md and docs/*.md. A synopsis (`lcr judge RUN_DIR [--shard K | --finalize]`)
+jobs/PERFORMANCE.md, jobs/README.md and docs/*.md. A synopsis
+(`lcr judge RUN_DIR [--shard K | --finalize]`)
 is tried in each of its forms; a mention without its positional arguments (`lcr rerun
 --dry-run`) gets placeholders for them; a quoted message (`lcr plan: error: ...`) is not a
 command. Every `--set` must name a real key. Nothing runs: the tests that run the commands are
