@@ -15,7 +15,7 @@ instead of 95%. The reported interval is one of three, chosen by what the data c
   94-96% for true accuracies 0.15-0.85.
 - `exact`: where fewer than SPARSE_SETS document sets hold any right answer (or any wrong one),
   the clustered variance rests on a handful of sets and the t interval covers only 0.82-0.89
-  (true accuracy 0.03; docs/statistics.md). There the interval is Korn & Graubard's (1998)
+  (true accuracy 0.03; jobs/STATISTICS.md). There the interval is Korn & Graubard's (1998)
   exact binomial one for rare proportions in clustered samples, the one the NCHS standards for
   proportions use:
   Clopper-Pearson on the effective sample size n_eff = p(1-p)/var (CR2 variance; at most n),

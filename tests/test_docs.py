@@ -3,7 +3,7 @@
     python -m pytest -q tests/test_docs.py
 
 The walk reads the code blocks and the inline code of README.md, tests/FAILURES.md,
-jobs/PERFORMANCE.md, jobs/README.md and docs/*.md. A synopsis
+jobs/PERFORMANCE.md, jobs/README.md, jobs/JUDGE.md and jobs/STATISTICS.md. A synopsis
 (`lcr judge RUN_DIR [--shard K | --finalize]`)
 is tried in each of its forms; a mention without its positional arguments (`lcr rerun
 --dry-run`) gets placeholders for them; a quoted message (`lcr plan: error: ...`) is not a
@@ -24,7 +24,7 @@ from lcr.cli import _parser
 from lcr.config import parse_override, valid_keys
 
 DOCS = ("README.md", "tests/FAILURES.md", "jobs/PERFORMANCE.md", "jobs/README.md",
-        "docs/statistics.md", "docs/judge.md")
+        "jobs/STATISTICS.md", "jobs/JUDGE.md")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)  # `x` and ``x `y` ``
 # An optional part of a synopsis: [--flag ...] or [PLACEHOLDER...], not a TOML list ([0,1]).

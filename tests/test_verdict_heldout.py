@@ -9,7 +9,7 @@ limit (finish_reason "length"), JSON with extra or contradicting keys, and verdi
 Spanish, German and French.
 
 The bar (issue 19): no reply the reader does not read as CORRECT is parsed CORRECT, and at
-least 34 of the 40 agree. The first run's figure is in docs/judge.md (40 of 40, no false
+least 34 of the 40 agree. The first run's figure is in jobs/JUDGE.md (40 of 40, no false
 CORRECT, with the caveat that one author wrote both); disagreements would be listed there,
 not fixed here.
 """
