@@ -23,6 +23,7 @@ import sys
 
 from lcr.config import Config
 from lcr.errors import INTERRUPTED, LcrError, exit_code
+from lcr.overrides import check_scope
 
 HELP_KEYS = "configuration keys, defaults and meaning (override with --set section.key=value):\n"
 
@@ -47,6 +48,30 @@ def describe() -> str:
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
+
+
+def _number(kind, low=None, high=None, low_open=False):
+    """An argparse type: a number of `kind` within [low, high] ((low, high] with low_open)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if ((low is not None and (value <= low if low_open else value < low))
+                or (high is not None and value > high)):
+            rule = f"more than {low}" if low_open else f"at least {low}"
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: must be {rule}"
+                + (f" and at most {high}" if high is not None else ""))
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _numbers(kind, **bounds):
+    """Comma-separated numbers, each checked as by _number."""
+    one = _number(kind, **bounds)
+    return lambda text: [one(x) for x in text.split(",")]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,20 +139,25 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="compare runs whose settings differ")
     sp = cmd("export", "one row per judged answer as Parquet (opens with datasets)", run=True)
     _out_arg(sp, "read verdicts-NAME.jsonl, write answers-NAME.parquet")
-    sp.add_argument("--to", default=None, help="file to write (default RUN/answers.parquet)")
+    sp.add_argument("--to", default=None, help="file (or folder) to write (default "
+                                               "RUN/answers.parquet)")
     _bench_args(cmd("bench", "engine performance on an AA-LCR-shaped workload (GPU)", keys=True))
     sp = cmd("demo", "the whole pipeline on the bundled sample data with a tiny local model",
              keys=True)
     sp.add_argument("--executor", choices=["auto", "slurm", "local"], default="auto",
                     help="auto: the local Slurm cluster when it can be started, else local")
     sp.add_argument("--config", default=None, help="demo config (default: jobs/demo.toml)")
-    sp = cmd("coverage", "simulate how often the reported interval covers the truth on "
-                         "AA-LCR's set sizes")
-    sp.add_argument("--reps", type=int, default=5000, help="simulated evaluations per cell")
-    sp.add_argument("--truth", default="0.03,0.3,0.97",
+    sp = cmd("coverage", "simulate how often the reported interval (at --set "
+                         "report.ci_level) covers the truth on AA-LCR's set sizes")
+    sp.add_argument("--reps", type=_number(int, 1), default=5000,
+                    help="simulated evaluations per cell")
+    fraction = dict(low=0.0, high=0.999999, low_open=True)
+    sp.add_argument("--truth", type=_numbers(float, **fraction), default="0.03,0.3,0.97",
                     help="true accuracies, comma-separated")
-    sp.add_argument("--icc", default="0.2", help="intra-set correlations, comma-separated")
-    sp.add_argument("--seeds", default="1,3", help="seeds per question")
+    sp.add_argument("--icc", type=_numbers(float, **fraction), default="0.2",
+                    help="intra-set correlations, comma-separated")
+    sp.add_argument("--seeds", type=_numbers(int, low=1), default="1,3",
+                    help="seeds per question")
     sp.add_argument("--bootstrap", action="store_true", help="also the percentile bootstrap")
     sp.add_argument("--seed", type=int, default=0, help="simulation seed")
     return p
@@ -142,15 +172,15 @@ def _out_arg(sp, what: str) -> None:
 
 def _bench_args(sp) -> None:
     sp.add_argument("config", nargs="?", default=None, help="engine/model config (TOML)")
-    sp.add_argument("--scale", type=float, default=1.0,
+    sp.add_argument("--scale", type=_number(float, 0.0, 1.0, low_open=True), default=1.0,
                     help="shrink the workload: fraction of sets and of document length")
     sp.add_argument("--policies", default="document_set,naive,round_robin,contiguous,random,"
                     "no_reuse", help="what to measure, comma-separated: sharding policies, and "
                     "naive (the peer: every unit of a shard in one generate call, on an engine "
                     "with shared_prefix_attention off)")
-    sp.add_argument("--sets", type=int, default=0,
+    sp.add_argument("--sets", type=_number(int, 0), default=0,
                     help="keep only the workload's first N document sets (0 = all)")
-    sp.add_argument("--shards", type=int, default=4, help="shards per policy")
+    sp.add_argument("--shards", type=_number(int, 1), default=4, help="shards per policy")
     sp.add_argument("--layouts", default="",
                     help="node layouts to time on the whole workload, replicas x TP, e.g. "
                          "'4x1,2x2,1x4' (run before the policies; --policies '' skips those)")
@@ -168,7 +198,7 @@ def _bench_args(sp) -> None:
                     help="measure prefill and decode steps on the first engine set, fit the "
                          "[cost] constants of its attention (printed) and predict with them; "
                          "later engine sets reuse its prefill table")
-    sp.add_argument("--calibrate-steps", type=int, default=128,
+    sp.add_argument("--calibrate-steps", type=_number(int, 1), default=128,
                     help="decode steps per calibration measurement")
     sp.add_argument("--calibration", default=None, metavar="FILE",
                     help="predict with the constants and measurements of an earlier "
@@ -184,7 +214,7 @@ def _bench_args(sp) -> None:
                     help="only check shared-prefix attention against stock FlashAttention 3 on "
                          "one layer of random data (errors, kernel times; needs the GPU), then "
                          "exit")
-    sp.add_argument("--greedy", type=int, default=0, metavar="N",
+    sp.add_argument("--greedy", type=_number(int, 0), default=0, metavar="N",
                     help="after each engine's runs, decode the first 3 sets greedily for N "
                          "tokens with random weights and compare with the other attention's "
                          "tokens (WORK_DIR/greedy-*.json)")
@@ -224,7 +254,7 @@ def _submit(args) -> int:
         return 0
     kind = slurm.executor_kind(cfg)  # before anything is written
     rd = RunDir(cfg.run_dir)
-    with slurm.chain_lock(rd):
+    with rd.lock():
         rd, plan, questions = plan_run(cfg, force=args.force)
         print(plan_table(plan, questions, cfg))
         slurm.queue(cfg, rd, kind)
@@ -255,9 +285,10 @@ def _rerun(args) -> int:
     from lcr.io import atomic_write_text
     from lcr.provenance import config_toml
 
-    rd, cfg = _planned(args)  # what config.toml keeps
-    chain_cfg = _chain_config(rd, args, args.out)  # what the chain runs with
-    with slurm.chain_lock(rd):
+    rd, cfg = _planned(args)  # refuses a wrong path or --set before anything is locked
+    with rd.lock():
+        rd, cfg = _planned(args)  # again: a plan that held the lock may have changed it
+        chain_cfg = _chain_config(rd, args, args.out)  # what the chain runs with
         if args.dry_run:
             slurm.queue(chain_cfg, rd, "", args.out, verb="rerun", dry_run=True)
             return 0
@@ -271,6 +302,7 @@ def _rerun(args) -> int:
 def _generate(args) -> int:
     from lcr.generate import run_shard
 
+    check_scope("generate", args.overrides)
     info = run_shard(args.run_dir, args.shard, args.part, args.parts)
     print(json.dumps({k: v for k, v in info.items() if k != "parts"}), flush=True)
     return 0
@@ -281,6 +313,7 @@ def _merge(args) -> int:
         return _submit_chain(args, "merge")
     from lcr.merge import merge_run
 
+    check_scope("merge", args.overrides)
     result = merge_run(args.run_dir)
     print(result.summary())
     return 0 if result.complete else 1
@@ -316,7 +349,7 @@ def _submit_chain(args, first: str, out: str = "") -> int:
     cfg = _chain_config(rd, args, out)
     todo = {stage.name: stage.shards(rd, cfg) for stage in chain_from(first)}
     kind = slurm.executor_kind(cfg)
-    with slurm.chain_lock(rd):
+    with rd.lock():
         ids = slurm.submit_chain(cfg, rd, todo, kind, out=out, overrides=_judge_set(args))
     slurm.print_ids(rd, kind, ids)
     return 0
@@ -336,11 +369,26 @@ def _judge_set(args) -> list[str]:
     return [o for o in args.overrides if o.startswith("judge.")]
 
 
+def _report_settings(command: str, run_dir: str, overrides: list[str]):
+    """[report] of the (first) run, with the --set overrides the command takes."""
+    from lcr.config import apply_override, validate
+    from lcr.rundir import RunDir
+
+    check_scope(command, overrides)
+    cfg, _ = RunDir(run_dir).load_config()
+    for text in overrides:
+        apply_override(cfg, text)
+    validate(cfg)
+    return cfg.report
+
+
 def _report(args) -> int:
     from lcr.report import run_report
 
     paths: list = []
-    print(run_report(args.run_dirs, force=args.force, out=args.out, where=paths))
+    settings = _report_settings("report", args.run_dirs[0], args.overrides)
+    print(run_report(args.run_dirs, force=args.force, out=args.out, where=paths,
+                     report_cfg=settings))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -348,13 +396,16 @@ def _report(args) -> int:
 def _compare(args) -> int:
     from lcr.report import run_compare
 
-    print(run_compare(args.run_a, args.run_b, force=args.force, out=args.out))
+    settings = _report_settings("compare", args.run_a, args.overrides)
+    print(run_compare(args.run_a, args.run_b, force=args.force, out=args.out,
+                      report_cfg=settings))
     return 0
 
 
 def _export(args) -> int:
     from lcr.export import export_parquet
 
+    check_scope("export", args.overrides)
     print(f"wrote {export_parquet(args.run_dir, args.out, args.to)}")
     return 0
 
@@ -372,11 +423,15 @@ def _demo(args) -> int:
 
 
 def _coverage(args) -> int:
+    from lcr.config import apply_override, validate
     from lcr.coverage import coverage_table
 
-    print(coverage_table(args.reps, [float(x) for x in args.truth.split(",")],
-                         [float(x) for x in args.icc.split(",")],
-                         [int(x) for x in args.seeds.split(",")], args.bootstrap, args.seed))
+    cfg = Config()
+    for text in check_scope("coverage", args.overrides):
+        apply_override(cfg, text)
+    validate(cfg)
+    print(coverage_table(args.reps, args.truth, args.icc, args.seeds, args.bootstrap,
+                         args.seed, level=cfg.report.ci_level))
     return 0
 
 
@@ -385,6 +440,12 @@ HANDLERS = {
     "merge": _merge, "judge": _judge, "report": _report, "compare": _compare,
     "export": _export, "bench": _bench, "demo": _demo, "coverage": _coverage,
 }
+
+
+def _message(e: BaseException) -> str:
+    if type(e) in (PermissionError, OSError) and e.filename:  # a disk error no module named
+        return f"{e.filename}: {e.strerror}; make it writable (or work in another folder)"
+    return str(e)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         if code is None:  # a bug: its traceback says where
             raise
         prefix = getattr(e, "prefix", LcrError.prefix)
-        print(f"lcr {args.command}: {prefix}{e}", file=sys.stderr, flush=True)
+        print(f"lcr {args.command}: {prefix}{_message(e)}", file=sys.stderr, flush=True)
         return code
 
 

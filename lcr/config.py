@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import sys
 import types
@@ -297,6 +298,55 @@ def apply_override(cfg: Config, text: str) -> None:
     apply_values(cfg, parse_override(text), f"--set {text}")
 
 
+# The range of every numeric key that has one: (lowest, highest), None = open; POSITIVE = more
+# than 0. A value outside it is an error naming the key and the range, at plan time and at
+# every --set. Floats must also be finite (TOML reads `nan` and `inf`).
+POSITIVE = "positive"
+AT_LEAST_1, AT_LEAST_0 = (1, None), (0, None)
+BOUNDS: dict[str, tuple] = {
+    "data.limit": AT_LEAST_0,
+    "sampling.n": AT_LEAST_1, "sampling.max_new_tokens": AT_LEAST_1,
+    "shards.count": AT_LEAST_1,
+    **{f"cost.{k}": AT_LEAST_0 for k in ("step_s", "step_seq_s", "step_ctx_s", "step_shared_s",
+                                         "output_tokens", "engine_start_s")},
+    "cost.prefill_tok_s": (POSITIVE, None), "cost.attn_tokens": (POSITIVE, None),
+    "cost.kv_tokens": AT_LEAST_1, "cost.block_tokens": AT_LEAST_1,
+    "engine.tensor_parallel_size": AT_LEAST_1, "engine.replicas": AT_LEAST_1,
+    "engine.max_model_len": AT_LEAST_1, "engine.gpu_memory_utilization": (POSITIVE, 1),
+    "engine.kv_cache_memory_bytes": AT_LEAST_0, "engine.max_num_batched_tokens": AT_LEAST_1,
+    "engine.max_num_seqs": AT_LEAST_1, "engine.seed": AT_LEAST_0,
+    "slurm.time": AT_LEAST_1, "slurm.judge_time": AT_LEAST_1,
+    "slurm.gpus_per_node": AT_LEAST_0, "slurm.judge_gpus_per_node": AT_LEAST_0,
+    "slurm.cpus_per_task": AT_LEAST_1, "slurm.array_parallelism": AT_LEAST_1,
+    "slurm.max_requeue": AT_LEAST_0, "slurm.signal_delay_s": AT_LEAST_0,
+    "judge.shards": AT_LEAST_1, "judge.tensor_parallel_size": AT_LEAST_1,
+    "judge.max_model_len": AT_LEAST_1, "judge.kv_cache_memory_bytes": AT_LEAST_0,
+    "judge.max_new_tokens": AT_LEAST_1, "judge.concurrency": AT_LEAST_1,
+    "judge.max_retries": AT_LEAST_0, "judge.timeout_s": (POSITIVE, None),
+    "report.bootstrap": AT_LEAST_1,
+    "debug.unit_delay_s": AT_LEAST_0,
+}
+
+
+def check_bounds(cfg: Config) -> None:
+    """Every float finite and every numeric key within BOUNDS; the error names both."""
+    d = cfg.to_dict()
+    for section, values in d.items():
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{key} = {value}; must be a finite number")
+    for dotted, (low, high) in BOUNDS.items():
+        section, key = dotted.split(".")
+        value = d[section][key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # the str arm of an int | str key (engine.batch_sets = "auto")
+        too_low = value <= 0 if low == POSITIVE else value < low
+        if too_low or (high is not None and value > high):
+            rule = "more than 0" if low == POSITIVE else f"at least {low}"
+            rule += f" and at most {high}" if high is not None else ""
+            raise ConfigError(f"{dotted} = {value}; must be {rule}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks, each naming its keys."""
     if not _SAFE_NAME.match(cfg.run.name):
@@ -318,23 +368,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
     check_protocol(cfg)
     check_judge(cfg)
-    positive = {
-        "shards.count": cfg.shards.count,
-        "sampling.n": cfg.sampling.n,
-        "sampling.max_new_tokens": cfg.sampling.max_new_tokens,
-        "engine.replicas": cfg.engine.replicas,
-        "engine.tensor_parallel_size": cfg.engine.tensor_parallel_size,
-        "engine.max_model_len": cfg.engine.max_model_len,
-        "judge.shards": cfg.judge.shards,
-        "report.bootstrap": cfg.report.bootstrap,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} = {value}; must be at least 1")
+    check_bounds(cfg)
     if not cfg.sampling.seeds:
         raise ConfigError("sampling.seeds is empty; give at least one seed, e.g. [0]")
     if len(set(cfg.sampling.seeds)) != len(cfg.sampling.seeds):
         raise ConfigError(f"sampling.seeds {cfg.sampling.seeds} has duplicates")
+    if min(cfg.sampling.seeds) < 0:
+        raise ConfigError(f"sampling.seeds {cfg.sampling.seeds}: seeds must be 0 or more")
     if cfg.data.source in ("local", "sample") and not cfg.data.path and cfg.data.source == "local":
         raise ConfigError("data.source = 'local' needs data.path (the snapshot folder)")
     if cfg.slurm.nodes != 1:
@@ -427,7 +467,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(_job_text(path))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
         except IsADirectoryError:
@@ -442,6 +482,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         apply_override(cfg, text)
     validate(cfg)
     return cfg
+
+
+def _job_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):  # Windows editors add one; TOML does not allow it
+        raise ConfigError(f"{path}: starts with a UTF-8 byte-order mark (BOM), which TOML does "
+                          "not allow; save it as UTF-8 without BOM (e.g. `sed -i "
+                          "'1s/^\\xEF\\xBB\\xBF//' FILE`)")
+    return raw.decode("utf-8")
 
 
 def config_from_dict(data: dict, origin: str) -> Config:

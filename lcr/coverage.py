@@ -84,15 +84,17 @@ def coverage(method: Method, reps: int, truth: float, icc: float, seeds: int, se
 
 
 def coverage_table(reps: int, truths, iccs, seeds_list, bootstrap: bool = False,
-                   seed: int = 0) -> str:
-    """`lcr coverage`: the coverage of each interval method, one row per cell."""
+                   seed: int = 0, level: float = 0.95) -> str:
+    """`lcr coverage`: the coverage of each interval method at `level`, one row per cell."""
     names = [m for m in METHODS if bootstrap or m != "percentile bootstrap"]
-    lines = [f"coverage of {reps:,} simulated evaluations per row, mean width in brackets; "
-             "AA-LCR's 30 sets", "truth  icc seeds  " + "  ".join(f"{m:>22}" for m in names)]
+    lines = [f"coverage of {level:.0%} intervals, {reps:,} simulated evaluations per row, mean "
+             "width in brackets; AA-LCR's 30 sets",
+             "truth  icc seeds  " + "  ".join(f"{m:>22}" for m in names)]
     for truth in truths:
         for icc in iccs:
             for seeds in seeds_list:
-                cells = [coverage(METHODS[m], reps, truth, icc, seeds, seed) for m in names]
+                cells = [coverage(METHODS[m], reps, truth, icc, seeds, seed, level)
+                         for m in names]
                 lines.append(f"{truth:5.2f} {icc:4.2f} {seeds:5d}  " + "  ".join(
                     f"{c['coverage']:13.4f} [{c['width']:.3f}]" for c in cells))
     return "\n".join(lines)

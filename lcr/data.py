@@ -240,6 +240,9 @@ def hub_snapshot(repo: str, revision: str) -> Path:
     """Download (or find in HF_HOME's cache) the two dataset files at a pinned revision."""
     from huggingface_hub import snapshot_download
 
+    from lcr.hub import hub_offline
+
+    offline = hub_offline()  # fail at once offline, not after five retries per file
     try:
         return Path(snapshot_download(
             repo_id=repo, repo_type="dataset", revision=revision,
@@ -247,6 +250,8 @@ def hub_snapshot(repo: str, revision: str) -> Path:
         ))
     except Exception as e:  # offline, gated, unknown revision: huggingface_hub's many errors
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if offline:
+            reason = f"not in the local cache, and {offline}"
         raise DataError(f"cannot get {repo} at revision {revision} from the Hugging Face hub "
                         f"({type(e).__name__}: {reason[:200]}){OFFLINE_HELP}") from None
 

@@ -83,7 +83,7 @@ def run_demo(executor: str = "auto", overrides: list[str] = (), config: str | No
     cfg = load_config(cfg_path, [*overrides, f"slurm.executor={executor!r}"])
     t0 = time.time()
     rd = RunDir(cfg.run_dir)
-    with slurm.chain_lock(rd):
+    with rd.lock():
         rd, plan, questions = plan_run(cfg)
         print(plan_table(plan, questions, cfg))
         slurm.queue(cfg, rd, executor)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lcr.config import EngineSection
+from lcr.io import spaceless
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,14 @@ def engine_kwargs(model: str, e: EngineSection, **overrides) -> dict:
 def compile_cache_dir(e: EngineSection, run_root: str) -> str:
     """Where vLLM keeps its compile cache: shared by every engine of every run under run.root,
     so that only the first engine start compiles. "auto": $VLLM_CACHE_ROOT when it is set
-    (the user's or the site's choice), else RUN_ROOT/.vllm-cache; "" = vLLM's own default."""
+    (the user's or the site's choice), else RUN_ROOT/.vllm-cache; "" = vLLM's own default.
+    A path with a space is reached through a link without one (lcr.io.spaceless): the C++
+    compiler behind torch.compile cannot take it."""
     if e.compile_cache == "auto":
-        return os.environ.get("VLLM_CACHE_ROOT") or str(Path(run_root).absolute() / ".vllm-cache")
-    return e.compile_cache
+        folder = os.environ.get("VLLM_CACHE_ROOT") or Path(run_root).absolute() / ".vllm-cache"
+    else:
+        folder = e.compile_cache
+    return str(spaceless(folder)) if folder else ""
 
 
 class Engine:

@@ -10,6 +10,8 @@ cli). Each module's own error class subclasses one of these and the builtin it a
 (`ConfigError(InputError, ValueError)`), so `except ValueError` keeps working.
 """
 
+import errno
+
 
 class LcrError(Exception):
     """A failure the user can act on: printed as `lcr COMMAND: error: MESSAGE`, no traceback."""
@@ -38,12 +40,17 @@ class LockHeld(LcrError):
 
 
 INTERRUPTED = 130  # Ctrl-C: what was written is kept
+# The disk, not the program, said no: the user can fix these and run again.
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def exit_code(e: BaseException) -> int | None:
     """The code `e` ends a command with, or None for a bug (which shows its traceback).
 
-    A missing file the command was pointed at (the builtin FileNotFoundError) is an input."""
+    A missing file the command was pointed at (the builtin FileNotFoundError) is an input, and
+    so is a write the disk refused that no module turned into its own error."""
     if isinstance(e, LcrError):
         return e.exit_code
-    return InputError.exit_code if isinstance(e, FileNotFoundError) else None
+    if isinstance(e, FileNotFoundError) or (isinstance(e, OSError) and e.errno in DISK_ERRNOS):
+        return InputError.exit_code  # the disk said no (read-only, full, not allowed), anywhere
+    return None

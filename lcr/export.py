@@ -1,6 +1,7 @@
 """`lcr export RUN`: one row per judged answer, as a Parquet table `datasets` opens.
 
     lcr export shards/llama31-8b-aalcr                  # shards/llama31-8b-aalcr/answers.parquet
+    lcr export shards/llama31-8b-aalcr --to /tmp/       # /tmp/answers.parquet
     python -c "import datasets; print(datasets.load_dataset('parquet',
         data_files='shards/llama31-8b-aalcr/answers.parquet', split='train'))"
 
@@ -11,6 +12,7 @@ verdict, reason, tokens, and the ids to trace a row back to the run directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lcr.io import durable_path
@@ -44,8 +46,10 @@ def export_parquet(run_dir: str | Path, out: str = "", to: str | Path | None = N
     import datasets
 
     rd = RunDir(run_dir)
-    path = Path(to) if to else rd.path / ("answers.parquet" if not out
-                                          else f"answers-{out}.parquet")
+    name = "answers.parquet" if not out else f"answers-{out}.parquet"
+    path = Path(to) if to else rd.path / name
+    if to and (path.is_dir() or str(to).endswith(os.sep)):  # a folder: the file goes in it
+        path = path / name
     table = datasets.Dataset.from_list(export_rows(rd, out))
     with durable_path(path) as tmp:
         table.to_parquet(str(tmp))

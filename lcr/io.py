@@ -33,15 +33,13 @@ from pathlib import Path
 
 import jsonlines
 
-from lcr.errors import InputError, LockHeld
+from lcr.errors import DISK_ERRNOS, InputError, LockHeld
 
 
 class LockedError(LockHeld, RuntimeError):
     """Another process holds the lock (a shard file being written, a submit in progress)."""
 
 
-# The disk, not the program, said no: the user can fix these and run again.
-DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 STALE_TEMP_S = 24 * 3600  # a temporary file this old is a leftover, whoever made it
 
 
@@ -207,29 +205,22 @@ def parse_jsonl(data: bytes) -> JsonlRead:
 class _Lock:
     """An exclusive flock on a lock file, which names its holder for the error message.
 
-    `message` says what is going on, with `{holder}` where "(pid N on HOST)" goes."""
+    `message` says what is going on, with `{holder}` where "(pid N on HOST)" goes. The file is
+    removed when the lock is released (and the folders made for it, if they are empty then):
+    a holder unlinks it before unlocking, and a taker checks that the file it locked is still
+    the one at the path, else it locks the new one, so no two processes ever hold it at once."""
 
     def __init__(self, path: Path, message: str):
         self.path, self.message, self.fd = path, message, None
+        self.made: list[Path] = []
 
-    def acquire(self, wait_s: float = 0.0) -> None:
+    def acquire(self, wait_s: float = 0.0, quiet: bool = False) -> None:
         """Take the lock, waiting up to `wait_s` seconds for its holder (saying so once)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         deadline, told = time.time() + wait_s, False
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES) or time.time() >= deadline:
-                    os.close(self.fd)
-                    self.fd = None
-                    if e.errno in (errno.EAGAIN, errno.EACCES):
-                        raise LockedError(self.message.format(holder=_holder(self.path))
-                                          ) from None
-                    raise
-            if not told:
+        while not self._take(blocking=wait_s == float("inf")):
+            if time.time() >= deadline:
+                raise LockedError(self.message.format(holder=_holder(self.path)))
+            if not told and not quiet:
                 print(f"waiting for the lock {self.path}{_holder(self.path)} ...",
                       file=sys.stderr, flush=True)
                 told = True
@@ -237,11 +228,67 @@ class _Lock:
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
 
+    def _take(self, blocking: bool) -> bool:
+        """Open and flock the lock file; False while another process holds it."""
+        while True:
+            try:
+                self.made += make_dirs(self.path.parent)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                if _disk_error(e):
+                    raise StorageError(self.path, "take the lock", e,
+                                       f"; make {self.path.parent} writable (or work in "
+                                       "another folder) and run again") from e
+                raise
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EAGAIN, errno.EACCES):
+                    return False
+                raise
+            if _same_file(fd, self.path):
+                self.fd = fd
+                return True
+            os.close(fd)  # its holder removed it as we opened it: lock the new one
+
     def release(self) -> None:
         if self.fd is not None:
+            with contextlib.suppress(OSError):  # unlinked while held: no one can lock it then
+                self.path.unlink()
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+            remove_empty_dirs(self.made)
+            self.made = []
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p; the folders it made, outermost first (remove_empty_dirs undoes them)."""
+    missing = []
+    for d in [folder, *folder.parents]:
+        if d.exists():
+            break
+        missing.append(d)
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def remove_empty_dirs(made: list[Path]) -> None:
+    """Remove folders that make_dirs made, innermost first, as long as they are empty."""
+    for d in reversed(made):
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def _holder(lock_path: Path) -> str:
@@ -252,25 +299,34 @@ def _holder(lock_path: Path) -> str:
     return f" ({text})" if text else ""
 
 
+_HELD: set[str] = set()  # lock files this process holds through `locked`
+
+
 @contextlib.contextmanager
 def locked(path: str | Path, message: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold an exclusive lock on `path`, waiting up to `wait_s` for its holder; then
-    LockedError(message) naming the holder."""
+    LockedError(message) naming the holder. Reentrant within a process (`lcr submit` holds
+    the run's lock around the plan, which takes it too)."""
+    key = os.path.abspath(path)
+    if key in _HELD:
+        yield
+        return
     lock = _Lock(Path(path), message)
     lock.acquire(wait_s)
+    _HELD.add(key)
     try:
         yield
     finally:
+        _HELD.discard(key)
         lock.release()
 
 
 def update_json(path: str | Path, change: Callable[[dict | None], dict]) -> dict:
     """Read, change and rewrite a JSON file under a lock that waits for other writers."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    lock = _Lock(path.with_name(path.name + ".lock"), "")
+    lock.acquire(wait_s=float("inf"))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             data = json.loads(path.read_text()) if path.exists() else None
         except ValueError as e:
@@ -280,7 +336,7 @@ def update_json(path: str | Path, change: Callable[[dict | None], dict]) -> dict
         atomic_write_json(path, new)
         return new
     finally:
-        os.close(fd)
+        lock.release()
 
 
 KEPT = ("; the records already written are kept; free space (or make the folder writable) "
@@ -355,6 +411,35 @@ class ShardWriter:
             os.close(self._fd)
             self._fd = None
         self._lock.release()
+
+
+# ---- paths a compiler can use ----------------------------------------------------------------
+
+def spaceless(folder: str | Path) -> Path:
+    """`folder` (made if missing), or, where its path holds a space, a symlink to it whose path
+    holds none: torch's C++ compile (the vLLM compile cache) splits its command at spaces.
+    The link lives in the temp folder, named by user and target; it is this user's or refused."""
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    if not any(c.isspace() for c in str(folder)):
+        return folder
+    tmp = tempfile.gettempdir()
+    base = Path(tmp if not any(c.isspace() for c in tmp) else "/tmp")
+    link = base / f"lcr-{os.getuid()}-{hashlib.sha256(str(folder).encode()).hexdigest()[:12]}"
+    if link.is_symlink() and os.readlink(link) == str(folder) and \
+            link.lstat().st_uid == os.getuid():
+        return link
+    staged = link.with_name(f"{link.name}.{os.getpid()}.tmp")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+        staged.symlink_to(folder)
+        os.replace(staged, link)  # over a stale link of ours; another user's is refused
+    except OSError as e:
+        raise StorageError(link, "make a link without spaces to " + str(folder), e,
+                           "; set engine.compile_cache to a folder whose path has no spaces"
+                           ) from e
+    return link
 
 
 # ---- done markers and hashes -----------------------------------------------------------------

@@ -11,12 +11,13 @@ shards than sets is a set split, by seed first, then by question, then by sample
 from __future__ import annotations
 
 import random
+import shutil
 from collections import Counter
 
 from lcr.config import Config, ConfigError
 from lcr.cost import pack, replica_parts, units_cost
 from lcr.io import atomic_write_json, atomic_write_text
-from lcr.overrides import fixed_differences
+from lcr.overrides import fixed_differences, sealed_settings
 from lcr.provenance import config_toml
 from lcr.rundir import RunDir
 from lcr.units import by_set, plan_units, unit_key
@@ -107,6 +108,7 @@ def make_plan(questions: list[dict], cfg: Config, policy: str = "document_set") 
         "run": cfg.run.name,
         "policy": policy,
         "generation_hash": cfg.generation_hash(),
+        "settings": sealed_settings(cfg),  # as planned: every stage holds config.toml to them
         "n_units": len(units),
         "shards": out,
     }
@@ -167,10 +169,25 @@ def plan_table(plan: dict, questions: list[dict], cfg: Config) -> str:
             f"{max(rr_secs) / 60:.2f} min; document-set sharding saves "
             f"{(1 - total / sum(rr_secs)) * 100:.0f}% ({sum(rr_secs) / total:.2f}x cheaper)"
         )
-    warning = greedy_seeds_warning(plan, qinfo, cfg)
-    if warning:
-        lines.append(warning)
+    warnings = [greedy_seeds_warning(plan, qinfo, cfg), *time_limit_warnings(cfg)]
+    lines += [w for w in warnings if w]
     return "\n".join(lines)
+
+
+def time_limit_warnings(cfg: Config) -> list[str]:
+    """A task is signalled slurm.signal_delay_s before its time limit and then requeues: a
+    limit that does not cover an engine start plus that delay requeues every task before it
+    writes a record, until slurm.max_requeue is spent and the task fails."""
+    s, start = cfg.slurm, cfg.cost.engine_start_s
+    limits = [("slurm.time", s.time, "generate")]
+    if cfg.judge.backend == "vllm":  # the other judges start no engine
+        limits.append(("slurm.judge_time", s.judge_time, "judge"))
+    return [f"warning: {key} = {minutes} min cannot cover a {stage} engine start (~{start:.0f} "
+            f"s, cost.engine_start_s) plus slurm.signal_delay_s = {s.signal_delay_s} s: every "
+            f"{stage} task would be requeued before it writes a record, then fail after "
+            f"slurm.max_requeue = {s.max_requeue} requeues; raise {key} (or lower "
+            "slurm.signal_delay_s)"
+            for key, minutes, stage in limits if minutes * 60 <= start + s.signal_delay_s]
 
 
 def greedy_seeds_warning(plan: dict, qinfo: dict, cfg: Config) -> str | None:
@@ -190,27 +207,53 @@ def greedy_seeds_warning(plan: dict, qinfo: dict, cfg: Config) -> str | None:
 
 
 def plan_run(cfg: Config, force: bool = False, log=print) -> tuple[RunDir, dict, list[dict]]:
-    """Prepare and plan a run directory: config.toml, questions.jsonl, prompts/, plan.json."""
-    from lcr.prepare import prepare
+    """Prepare and plan a run directory: config.toml, questions.jsonl, prompts/, plan.json.
+
+    Under the run's lock, so two plans of one run (or a plan and a submit) take turns and
+    config.toml and plan.json always come from the same settings. A plan that fails leaves no
+    folder it made behind."""
+    from lcr.prepare import check_model
     from lcr.shared_prefix.support import check_plan as check_attention
 
     check_attention(cfg.engine, cfg.model.path)
     run_dir = RunDir(cfg.run_dir)
-    if run_dir.exists() and not force:
-        diffs = fixed_differences(run_dir.load_config()[0], cfg)
-        if diffs:
-            raise ConfigError(
-                f"{run_dir.path} already holds a run with a different configuration:\n  "
-                + "\n  ".join(diffs)
-                + "\nMixing configurations would corrupt its results. Use another run.name, "
-                "or pass --force to re-plan it (records made under the old settings are then "
-                "ignored by merge, never deleted)."
-            )
-        if run_dir.plan_file.exists() and run_dir.questions_file.exists():
-            # Same configuration: keep the plan, so shards already done stay done.
-            atomic_write_text(run_dir.config_file, config_toml(cfg, run_dir.run_hash()))
-            log(f"{run_dir.path}: reusing its plan.json (same configuration)")
-            return run_dir, run_dir.load_plan(), run_dir.load_questions()
+    with run_dir.lock():
+        if run_dir.exists() and not force:
+            reused = _reuse(cfg, run_dir, log)
+            if reused:
+                return reused
+        check_model(cfg)
+        fresh = not run_dir.path.exists()
+        try:
+            return _plan_into(cfg, run_dir, log)
+        except BaseException:
+            if fresh:  # nothing but this plan has written there: no half-made run is left
+                shutil.rmtree(run_dir.path, ignore_errors=True)
+            raise
+
+
+def _reuse(cfg: Config, run_dir: RunDir, log):
+    """The planned run of this configuration, its plan kept (so shards done stay done); a
+    different configuration is refused, listing every difference."""
+    diffs = fixed_differences(run_dir.load_config()[0], cfg)
+    if diffs:
+        raise ConfigError(
+            f"{run_dir.path} already holds a run with a different configuration:\n  "
+            + "\n  ".join(diffs)
+            + "\nMixing configurations would corrupt its results. Use another run.name, "
+            "or pass --force to re-plan it (records made under the old settings are then "
+            "ignored by merge, never deleted)."
+        )
+    if not (run_dir.plan_file.exists() and run_dir.questions_file.exists()):
+        return None
+    atomic_write_text(run_dir.config_file, config_toml(cfg, run_dir.run_hash()))
+    log(f"{run_dir.path}: reusing its plan.json (same configuration)")
+    return run_dir, run_dir.load_plan(), run_dir.load_questions()
+
+
+def _plan_into(cfg: Config, run_dir: RunDir, log) -> tuple[RunDir, dict, list[dict]]:
+    from lcr.prepare import prepare
+
     run_dir.path.mkdir(parents=True, exist_ok=True)
     questions = prepare(cfg, run_dir, log=log)
     plan = make_plan(questions, cfg)
@@ -223,7 +266,6 @@ def plan_run(cfg: Config, force: bool = False, log=print) -> tuple[RunDir, dict,
             f"run has {plan['n_units']} units in "
             f"{len({q['document_set_id'] for q in questions})} document sets, so at most "
             f"{most} shards can each get some; lower shards.count")
-    # config.toml last: until the plan is written, the folder is not a planned run
     atomic_write_text(run_dir.config_file, config_toml(cfg))
     atomic_write_json(run_dir.plan_file, plan)
     return run_dir, plan, questions

@@ -10,6 +10,8 @@ too_long (data.too_long = "skip") or has the middle of its documents cut ("trunc
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 from pathlib import Path
 
 import jinja2  # noqa: F401 (apply_chat_template renders the chat template with it)
@@ -17,11 +19,60 @@ import numpy as np
 
 from lcr.config import Config
 from lcr.data import DataError, Question, load_questions
+from lcr.hub import hub_offline, is_local
 from lcr.io import atomic_write_jsonl, atomic_write_npy
 from lcr.prompts import candidate_messages, documents_text
 from lcr.rundir import RunDir
 
 TRUNCATION_MARK = "\n\n[... middle of the documents truncated by lcr to fit the context ...]\n\n"
+
+
+def check_model(cfg: Config) -> None:
+    """model.path and model.tokenizer, before anything is written: a local folder must exist
+    (and model.path hold a config.json); a hub id must be on the hub, or in the local cache
+    when the hub does not answer (then only a warning: the jobs may have network)."""
+    from lcr.tinymodel import resolve
+
+    for key, name in (("model.path", cfg.model.path), ("model.tokenizer", cfg.model.tokenizer)):
+        if not name:
+            continue
+        name = resolve(name)
+        if is_local(name):
+            _check_folder(key, Path(name).expanduser(), model=key == "model.path")
+        elif key == "model.path" and cfg.model.tokenizer:  # else loading the tokenizer asks
+            _check_hub_model(name)
+
+
+def _check_folder(key: str, path: Path, model: bool) -> None:
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise DataError(f"{key} = {str(path)!r} {what}; give a local folder holding the "
+                        "model (config.json and weights) or a hub id such as "
+                        "meta-llama/Llama-3.1-8B-Instruct")
+    if model and not (path / "config.json").is_file():
+        raise DataError(f"{key} = {str(path)!r} holds no config.json, so vLLM cannot load a "
+                        "model from it; point it at the folder holding config.json and the "
+                        "weights")
+
+
+def _check_hub_model(repo: str) -> None:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+        return
+    offline = hub_offline()
+    if offline:
+        print(f"warning: model.path = {repo!r} is not in the local Hugging Face cache and "
+              f"{offline}; the generate jobs will need it there, or network",
+              file=sys.stderr, flush=True)
+        return
+    try:
+        hf_hub_download(repo, "config.json", token=os.environ.get("HF_TOKEN") or None)
+    except Exception as e:  # not found, gated, no config.json
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"model.path = {repo!r}: cannot get its config.json from the Hugging "
+                        f"Face hub ({type(e).__name__}: {reason[:200]}); check the id, and log "
+                        "in (`hf auth login` or HF_TOKEN) for a gated model") from None
 
 
 def load_tokenizer(cfg: Config):
@@ -30,10 +81,13 @@ def load_tokenizer(cfg: Config):
     from lcr.tinymodel import resolve
 
     name = resolve(cfg.model.tokenizer or cfg.model.path)
+    # no network: the local cache or an error at once, not after five retries per file
+    offline = None if is_local(name) else hub_offline()
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.model.trust_remote_code)
     except (OSError, ValueError) as e:  # not found, gated, offline
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = f"not in the local cache, and {offline}" if offline else reason
         raise DataError(f"cannot load the tokenizer of {name!r} ({reason[:200]}); offline or "
                         "gated: set model.tokenizer (or model.path) to a local folder holding "
                         "its tokenizer files, or log in (HF_TOKEN) on a machine with network"

@@ -225,10 +225,11 @@ def write_report(run_dir: str | Path, report: dict) -> list[Path]:
     return list(paths.values())
 
 
-def run_report(run_dirs, force: bool = False, out: str = "", where: list | None = None) -> str:
+def run_report(run_dirs, force: bool = False, out: str = "", where: list | None = None,
+               report_cfg: ReportSection | None = None) -> str:
     """`lcr report`: build, write into the first run dir, return the summary line (and add the
     paths written to `where`)."""
-    report = build_report(run_dirs, force=force, out=check_out_name(out))
+    report = build_report(run_dirs, force=force, out=check_out_name(out), report_cfg=report_cfg)
     paths = write_report(_as_list(run_dirs)[0], report)
     if where is not None:
         where += paths
@@ -274,6 +275,7 @@ def compare_runs(
     return result
 
 
-def run_compare(run_a, run_b, force: bool = False, out: str = "") -> str:
+def run_compare(run_a, run_b, force: bool = False, out: str = "",
+                report_cfg: ReportSection | None = None) -> str:
     """`lcr compare`: the paired comparison as text; writes nothing, so no run dir changes."""
-    return compare_text(compare_runs(run_a, run_b, force=force, out=out))
+    return compare_text(compare_runs(run_a, run_b, force=force, out=out, report_cfg=report_cfg))

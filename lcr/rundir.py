@@ -29,7 +29,8 @@ import numpy as np
 
 from lcr.config import Config, ConfigError, config_from_dict
 from lcr.errors import InputError
-from lcr.io import parse_jsonl, read_done, read_jsonl, sha256_file
+from lcr.io import locked, parse_jsonl, read_done, read_jsonl, sha256_file
+from lcr.overrides import changeable_text, fixed_differences
 from lcr.units import answers_sha, keys_sha, officials_sha, prompt_id, prompts_sha
 
 if sys.version_info >= (3, 11):
@@ -68,6 +69,9 @@ def _holds(path: Path, sha: str) -> bool:
         return False
 
 
+LOCK_WAIT_S = 120.0  # how long a second plan, submit or rerun of a run waits for the first
+
+
 class RunDir:
     """One run directory. Its readers keep what they parsed for as long as the file is
     unchanged (same inode, size and modification time), so a command reads each file once
@@ -89,6 +93,16 @@ class RunDir:
         if hit is None or hit[0] != sig:
             hit = self._memo[(path, what)] = (sig, read())
         return hit[1]
+
+    def lock(self, wait_s: float | None = None):
+        """One plan, submit or rerun at a time per run directory: a second one waits for the
+        first (then finds its plan and its jobs). The lock file lies beside the directory, so
+        a refused command leaves the directory as it was; it is removed when released."""
+        wait_s = LOCK_WAIT_S if wait_s is None else wait_s
+        return locked(self.path.parent / f".{self.path.name}.lock",
+                      f"another `lcr plan`, `lcr submit` or `lcr rerun` of {self.path} is still "
+                      "running{holder} after " f"{wait_s:.0f} s; wait for it to end, then "
+                      f"`lcr status {quoted(self.path)}` shows what it did", wait_s=wait_s)
 
     # ---- paths: inputs made by prepare and plan
     @property
@@ -174,7 +188,9 @@ class RunDir:
             raise ConfigError(f"{self.path}: not a run directory ({what} config.toml); run "
                               "`lcr plan CONFIG` first")
         data, meta = copy.deepcopy(self._cached(self.config_file, "toml", self._read_config))
-        return config_from_dict(data, str(self.config_file)), meta
+        cfg = config_from_dict(data, str(self.config_file))
+        self.check_sealed(cfg)
+        return cfg, meta
 
     def _read_config(self) -> tuple[dict, dict]:
         try:
@@ -190,6 +206,23 @@ class RunDir:
                               "table); re-plan with `lcr plan CONFIG --force` (records already "
                               "written are kept)")
         return data, meta
+
+    def check_sealed(self, cfg: Config) -> None:
+        """Refuse a config.toml whose fixed settings are no longer those plan.json was made
+        with (a hand edit): records made under two settings would pass as one run."""
+        try:
+            planned = self.load_plan()["settings"]
+        except (OSError, RunDirError, KeyError, TypeError):
+            return  # not planned yet, planned by an older lcr, or damaged (load_plan says so)
+        diffs = fixed_differences(config_from_dict(planned, str(self.plan_file)), cfg)
+        if diffs:
+            raise ConfigError(
+                f"{self.config_file} no longer holds the settings {self.path} was planned with "
+                "(kept in plan.json):\n  " + "\n  ".join(diffs) + "\nThese decide what its "
+                "records mean, so they are fixed: put them back, or re-plan with "
+                "`lcr plan CONFIG --force` (records made under the old ones are then ignored, "
+                f"never deleted). What may change after planning ({changeable_text()}) is set "
+                f"with `lcr rerun {quoted(self.path)} --set KEY=VALUE`")
 
     def run_hash(self) -> str:
         """The run's generation hash, fixed when it was planned (stable across lcr upgrades)."""

@@ -23,10 +23,18 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from lcr.config import Config, ConfigError
 from lcr.errors import InputError, StageFailure
-from lcr.io import StorageError, locked, update_json
+from lcr.io import StorageError
 from lcr.rundir import RunDir, quoted
 from lcr.stages import LAST, STAGES, Stage, StageJob
-from lcr.status import ACTIVE, latest_jobs, slurm_states, why_failed
+from lcr.status import (
+    ACTIVE,
+    job_entry,
+    last_error,
+    latest_jobs,
+    record_jobs,
+    slurm_states,
+    why_failed,
+)
 
 
 class SlurmError(InputError, RuntimeError):
@@ -106,13 +114,6 @@ def _dependency(kind: str, after: list[str]) -> str:
     return f"{kind}:" + ":".join(after) if after else ""
 
 
-def _record_jobs(rd: RunDir, entries: list[dict]) -> None:
-    """Add submissions to jobs.json under its lock (concurrent commands lose nothing)."""
-    if entries:
-        update_json(rd.jobs_file, lambda data: {
-            "submissions": (data or {}).get("submissions", []) + entries})
-
-
 def submit_chain(cfg: Config, rd: RunDir, todo: dict[str, list[int]], kind: str,
                  wait_for: dict[str, list[str]] | None = None, out: str = "",
                  overrides=()) -> dict:
@@ -126,7 +127,7 @@ def submit_chain(cfg: Config, rd: RunDir, todo: dict[str, list[int]], kind: str,
     except StorageError:
         raise
     except (OSError, subprocess.SubprocessError, FailedJobError, FailedSubmissionError) as e:
-        _record_jobs(rd, entries)  # jobs already queued stay known to status and rerun
+        record_jobs(rd, entries)  # jobs already queued stay known to status and rerun
         stages = [name for name, shards in todo.items() if shards]
         done = ", ".join(e_["stage"] for e_ in entries) or "nothing"
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
@@ -151,12 +152,11 @@ def _submit(cfg, rd, todo, kind, wait_for, out, overrides, entries) -> dict:
             else:
                 jobs = [ex.submit(StageJob(), stage.name, path, 0, out, overrides)]
             ids[stage.name] = {str(k): j.job_id for k, j in zip(shards, jobs)}
-            entry = {"stage": stage.name, "time": now, "jobs": ids[stage.name]}
-            entries.append({**entry, "out": out} if stage.per_out else entry)
+            entries.append(job_entry(stage, ids[stage.name], now, out))
             after = [jobs[0].job_id.split("_")[0]] + waiting
         elif waiting:
             after = waiting  # the next stage follows this stage's jobs still queued or running
-    _record_jobs(rd, entries)
+    record_jobs(rd, entries)
     return ids
 
 
@@ -171,17 +171,20 @@ def _run_local(cfg, rd, todo, out, overrides) -> dict:
         n, path = len(shards), str(rd.path)
         jobs = ex.map_array(StageJob(), [stage.name] * n, [path] * n, shards, [out] * n,
                             [tuple(overrides)] * n)
-        results[stage.name] = _wait_local(jobs, stage.name)
+        results[stage.name] = _wait_local(rd, jobs, stage.name)
     return results
 
 
-def _wait_local(jobs, stage: str) -> list:
+def _wait_local(rd: RunDir, jobs, stage: str) -> list:
     out, failed = [], []
     for j in jobs:
         try:
             out.append(j.result())
-        except Exception as e:  # report every failed task, then stop the chain
-            failed.append(f"job {j.job_id}: {str(e).strip().splitlines()[-1]}")
+        except Exception as e:  # report every failed task (its log's error), then stop
+            log, line = last_error(rd, str(j.job_id))
+            where = f" ({log})" if log else ""
+            failed.append(f"job {j.job_id}{where}: "
+                          f"{line or str(e).strip().splitlines()[-1]}")
     if failed:
         raise StageError(f"{stage} failed:\n  " + "\n  ".join(failed)
                          + "\nFix the cause, then `lcr rerun RUN_DIR` finishes only the rest.")
@@ -232,24 +235,10 @@ def render_scripts(cfg: Config, rd: RunDir, python: str = sys.executable) -> dic
         with mock.patch.object(submitit.SlurmExecutor, "affinity", return_value=2):
             ex = make_executor(cfg, rd, stage, "slurm", dep)
         folder = rd.logs_dir.absolute() / "%j"
-        command = f"{python} -u -m submitit.core._submit {folder}"
+        command = f"{python} -u -m submitit.core._submit {quoted(folder)}"
         out[stage.name] = ex._executor._make_submission_file_text(command, "%j")
         previous = stage.name
     return out
-
-
-LOCK_WAIT_S = 120.0  # how long a second submit or rerun waits for the first
-
-
-def chain_lock(rd: RunDir, wait_s: float | None = None):
-    """One submit or rerun at a time per run directory: a second one waits for the first
-    (then sees its jobs as queued and adds none); the lock file lies beside the run directory,
-    so a refused submit leaves the directory as it was."""
-    lock = rd.path.parent / f".{rd.path.name}.submit.lock"
-    wait_s = LOCK_WAIT_S if wait_s is None else wait_s
-    return locked(lock, f"another `lcr submit` or `lcr rerun` of {rd.path} is still running"
-                  "{holder} after " f"{wait_s:.0f} s; wait for it to end, then `lcr status` "
-                  "shows its jobs", wait_s=wait_s)
 
 
 # ---- commands ---------------------------------------------------------------------------

@@ -10,14 +10,16 @@ not answer, the table still comes from the files, with a note saying so.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 from lcr.config import Config
-from lcr.io import read_jsonl
+from lcr.io import read_jsonl, update_json
 from lcr.rundir import RunDir, RunDirError, quoted
-from lcr.stages import BY_NAME, STAGES
+from lcr.stages import BY_NAME, STAGES, Stage
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 FAILED = {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
@@ -100,6 +102,20 @@ def expand_array(jid: str) -> list[str]:
     return out
 
 
+def job_entry(stage: Stage, jobs: dict[str, str], when: str, out: str = "") -> dict:
+    """One submission of a stage as jobs.json keeps it: {shard: job id}, and for a stage whose
+    files belong to one re-judge (per_out) the name of that re-judge (`--out`)."""
+    entry = {"stage": stage.name, "time": when, "jobs": jobs}
+    return {**entry, "out": out} if stage.per_out else entry
+
+
+def record_jobs(rd: RunDir, entries: list[dict]) -> None:
+    """Add submissions to jobs.json under its lock (concurrent commands lose nothing)."""
+    if entries:
+        update_json(rd.jobs_file, lambda data: {
+            "submissions": (data or {}).get("submissions", []) + entries})
+
+
 def latest_jobs(rd: RunDir, out: str = "") -> dict[str, dict[str, str]]:
     """{stage: {shard: latest job id}} from jobs.json (judge and report of output `out`)."""
     if not rd.jobs_file.exists():
@@ -155,26 +171,103 @@ def status_table(rd: RunDir, cfg: Config, out: str = "") -> str:
     lines = [f"{'stage':<9}{'shard':>5}  {'state':<10}{'records':>9}  job"]
     lines += [f"{stage:<9}{k!s:>5}  {state:<10}{recs!s:>9}  {job}"
               for stage, k, state, recs, job in rows]
-    lines.append(generation_progress(rd))
+    lines += failure_lines(rd, rows)
+    known = any(job for *_, job in rows) and not problems  # else Slurm cannot say
+    active = any(state in ("pending", "running") for _, _, state, _, _ in rows)
+    lines.append(generation_progress(rd, active=active if known else None))
     if problems:
         lines.append(f"note: Slurm did not answer ({problems[0]}); states come from the run "
                      "directory's files only")
     return "\n".join(lines)
 
 
-def generation_progress(rd: RunDir) -> str:
-    """Units generated so far, and an ETA at the rate so far."""
+def failure_lines(rd: RunDir, rows: list[tuple]) -> list[str]:
+    """Each failed shard's job and the last error its log holds."""
+    out = []
+    for stage, k, state, _, job in rows:
+        if state == "failed" and job:
+            log, line = last_error(rd, job)
+            shard = f" shard {k}" if k != "-" else ""
+            where = f" ({log.relative_to(rd.path)})" if log else ""
+            out.append(f"{stage}{shard} failed, job {job}{where}: {line or 'no error in its log'}")
+    return out
+
+
+def job_logs(rd: RunDir, job: str) -> list[Path]:
+    """The log files of one job (task): submitit's logs/JOB/JOB_0_log.{err,out}, or the
+    plain sbatch scripts' logs/lcr-STAGE-JOB.out; error logs first."""
+    found = [*rd.logs_dir.glob(f"{job}/*_log.err"), *rd.logs_dir.glob(f"*-{job}.out"),
+             *rd.logs_dir.glob(f"{job}/*_log.out")]
+    return [p for p in found if p.is_file()]
+
+
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Failure|Interrupt|Exit)\b")
+_OTHER_SOURCE = re.compile(r"^(srun|slurmstepd|submitit|sbatch)\b")  # not the message
+_NOISE = re.compile(r"Exited with exit code|^submitit ERROR")  # says only that it failed
+
+
+def last_error(rd: RunDir, job: str) -> tuple[Path | None, str]:
+    """(log file, the error it ends in): the exception of its last traceback (type and the
+    last line of the message: a merge's INCOMPLETE line), else its last line saying error
+    (slurmstepd's time limit or cancel line, `lcr ...: error: ...`)."""
+    for log in job_logs(rd, job):
+        lines = [ln.rstrip() for ln in _tail(log).splitlines() if ln.strip()]
+        line = _exception(lines) or next(
+            (ln.strip() for ln in reversed(lines)
+             if re.search(r"\berror\b", ln, re.IGNORECASE) and not _NOISE.search(ln)), "")
+        if line:
+            return log, line[:300]
+    return None, ""
+
+
+def _exception(lines: list[str]) -> str | None:
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call")]
+    if not starts:
+        return None
+    body = lines[starts[-1] + 1:]
+    for i, ln in enumerate(body):
+        if _EXCEPTION.match(ln):  # the first unindented line after the frames
+            message = [ln]
+            for more in body[i + 1:]:
+                if _OTHER_SOURCE.match(more):
+                    break
+                message.append(more)
+            kind, _, first = ln.partition(": ")
+            return f"{kind.rsplit('.', 1)[-1]}: {message[-1] if len(message) > 1 else first}"
+    return None
+
+
+def _tail(path: Path, size: int = 65536) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, 2) - size))
+        return f.read().decode("utf-8", errors="replace")
+
+
+RECENT_S = 300.0  # records this fresh mean generation is going on, where Slurm cannot say
+
+
+def generation_progress(rd: RunDir, active: bool | None = None) -> str:
+    """Units generated so far, and an ETA at the rate so far while generation goes on
+    (`active`; None: no job is known, so judged by how fresh the newest record is)."""
     plan = rd.load_plan()
     total = sum(len(s["units"]) for s in plan["shards"])
-    done, first = 0, float("inf")
+    done, first, last = 0, float("inf"), 0.0
     for spec in plan["shards"]:
         if rd.generate_done(spec):
             done += len(spec["units"])
             continue
         recs = [r for p in rd.generate_files(spec["index"]) for r in read_jsonl(p).records]
         done += min(len(recs), len(spec["units"]))
-        first = min([first, *(r.get("time", first) for r in recs)])
-    if 0 < done < total and first < float("inf"):
+        times = [r["time"] for r in recs if isinstance(r.get("time"), (int, float))]
+        first, last = min([first, *times]), max([last, *times])
+    line = f"generation: {done}/{total} units"
+    if not 0 < done < total:
+        return line
+    quiet = time.time() - last
+    if active or (active is None and quiet < RECENT_S):
         eta = (time.time() - first) / done * (total - done)
-        return f"generation: {done}/{total} units; ETA ~{eta / 60:.1f} min at the rate so far"
-    return f"generation: {done}/{total} units"
+        return f"{line}; ETA ~{eta / 60:.1f} min at the rate so far"
+    if active is None:
+        return f"{line}; no new record for {quiet / 60:.0f} min"
+    return (f"{line}; stopped (no job queued or running): `lcr rerun {quoted(rd.path)}` "
+            "finishes the rest")

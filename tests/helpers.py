@@ -3,6 +3,7 @@
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -48,3 +49,19 @@ def open_counts(folder):
         yield counts
     finally:
         _COUNTERS.pop()
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(path):
+    """Another process holds the lock file `path` (as lcr.io.locked takes it) until the block
+    ends; yields that process's pid."""
+    code = ("import sys\nfrom lcr.io import locked\nwith locked(sys.argv[1], ''):\n"
+            "    print('held', flush=True)\n    sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc.pid
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)

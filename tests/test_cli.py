@@ -1,15 +1,13 @@
 """The one CLI: every command's --help, the exit-code policy, the export, the override table."""
 
 import json
-import os
 import re
 
 import pytest
-from helpers import DEMO, REPO
+from helpers import DEMO, REPO, lock_held_elsewhere
 from test_merge import generate_all, make_run, merged_run
 
 from lcr.cli import _parser, describe, main
-from lcr.io import locked
 from lcr.rundir import RunDir
 
 COMMANDS = ["plan", "submit", "status", "rerun", "generate", "merge", "judge", "report",
@@ -33,7 +31,7 @@ def test_plan_help_shows_every_key_with_its_meaning():
 
 
 def test_exit_codes_follow_one_policy(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("lcr.slurm.LOCK_WAIT_S", 1.0)
+    monkeypatch.setattr("lcr.rundir.LOCK_WAIT_S", 1.0)
     # 2: the configuration or an input is wrong
     assert main(["plan", str(DEMO), "--set", "sampling.temprature=1"]) == 2
     assert main(["status", str(tmp_path / "nowhere")]) == 2
@@ -44,10 +42,11 @@ def test_exit_codes_follow_one_policy(tmp_path, capsys, monkeypatch):
     assert main(["merge", str(rd.path)]) == 1
     assert "INCOMPLETE" in capsys.readouterr().out
     # 3: a lock is held (someone submits for this run right now)
-    lock = rd.path.parent / f".{rd.path.name}.submit.lock"
-    with locked(lock, "held{holder}"):
+    lock = rd.path.parent / f".{rd.path.name}.lock"
+    with lock_held_elsewhere(lock) as pid:
         assert main(["rerun", str(rd.path), "--dry-run"]) == 3
-    assert f"pid {os.getpid()}" in capsys.readouterr().err
+    assert f"pid {pid}" in capsys.readouterr().err
+    assert not lock.exists()  # removed by its holder when released
 
 
 def test_every_error_class_carries_its_exit_code():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -34,8 +35,15 @@ def test_seed_replica_dry_run_renders_the_chain_without_slurm(tmp_path):
     the revision, judge and sampling are the job's own."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a symlinked virtualenv interpreter no longer finds its
+    # pyvenv.cfg (and so its packages); exec by its own path, it does.
+    wrapper = bin_dir / "python3"
+    wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    wrapper.chmod(0o755)
     env = {**os.environ, "PATH": str(bin_dir), "PYTHONPATH": str(REPO)}
+    prefix = subprocess.run([str(wrapper), "-c", "import sys; print(sys.prefix)"], env=env,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert prefix == sys.prefix  # the same environment (a virtualenv stays one)
     runs = tmp_path / "runs"
     proc = subprocess.run(
         [str(bin_dir / "python3"), "-m", "lcr.cli", "submit", str(SEED_REPLICA), "--dry-run",
