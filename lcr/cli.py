@@ -261,12 +261,12 @@ def _submit(args) -> int:
     return 0
 
 
-def _planned(args):
+def _planned(args, rd=None):
     """A planned run's directory and config, with the --set overrides it may take."""
     from lcr.overrides import override_planned
     from lcr.rundir import RunDir
 
-    rd = RunDir(args.run_dir)
+    rd = rd or RunDir(args.run_dir)
     cfg, _ = rd.load_config()
     return rd, override_planned(cfg, args.overrides, str(rd.path))
 
@@ -287,7 +287,7 @@ def _rerun(args) -> int:
 
     rd, cfg = _planned(args)  # refuses a wrong path or --set before anything is locked
     with rd.lock():
-        rd, cfg = _planned(args)  # again: a plan that held the lock may have changed it
+        rd, cfg = _planned(args, rd)  # again (read anew only if a plan changed it meanwhile)
         chain_cfg = _chain_config(rd, args, args.out)  # what the chain runs with
         if args.dry_run:
             slurm.queue(chain_cfg, rd, "", args.out, verb="rerun", dry_run=True)
@@ -369,26 +369,12 @@ def _judge_set(args) -> list[str]:
     return [o for o in args.overrides if o.startswith("judge.")]
 
 
-def _report_settings(command: str, run_dir: str, overrides: list[str]):
-    """[report] of the (first) run, with the --set overrides the command takes."""
-    from lcr.config import apply_override, validate
-    from lcr.rundir import RunDir
-
-    check_scope(command, overrides)
-    cfg, _ = RunDir(run_dir).load_config()
-    for text in overrides:
-        apply_override(cfg, text)
-    validate(cfg)
-    return cfg.report
-
-
 def _report(args) -> int:
     from lcr.report import run_report
 
     paths: list = []
-    settings = _report_settings("report", args.run_dirs[0], args.overrides)
     print(run_report(args.run_dirs, force=args.force, out=args.out, where=paths,
-                     report_cfg=settings))
+                     report_set=check_scope("report", args.overrides)))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -396,9 +382,8 @@ def _report(args) -> int:
 def _compare(args) -> int:
     from lcr.report import run_compare
 
-    settings = _report_settings("compare", args.run_a, args.overrides)
     print(run_compare(args.run_a, args.run_b, force=args.force, out=args.out,
-                      report_cfg=settings))
+                      report_set=check_scope("compare", args.overrides)))
     return 0
 
 
@@ -423,13 +408,10 @@ def _demo(args) -> int:
 
 
 def _coverage(args) -> int:
-    from lcr.config import apply_override, validate
     from lcr.coverage import coverage_table
+    from lcr.overrides import with_overrides
 
-    cfg = Config()
-    for text in check_scope("coverage", args.overrides):
-        apply_override(cfg, text)
-    validate(cfg)
+    cfg = with_overrides(Config(), check_scope("coverage", args.overrides))
     print(coverage_table(args.reps, args.truth, args.icc, args.seeds, args.bootstrap,
                          args.seed, level=cfg.report.ci_level))
     return 0

@@ -11,6 +11,8 @@ the old settings are then ignored).
 
 from __future__ import annotations
 
+import copy
+
 from lcr.config import Config, ConfigError, apply_values, parse_override, validate
 
 ALL_KEYS = None
@@ -97,3 +99,12 @@ def check_scope(command: str, overrides: list[str]) -> list[str]:
             raise ConfigError(f"--set {text}: lcr {command} cannot apply {section}.{key} ("
                               + (f"it takes only {takes}: {why})" if scope else f"{why})"))
     return overrides
+
+
+def with_overrides(cfg: Config, texts=()) -> Config:
+    """A copy of `cfg` with `--set` texts applied, validated (the caller checked the scope)."""
+    out = copy.deepcopy(cfg)
+    for text in texts:
+        apply_values(out, parse_override(text), f"--set {text}")
+    validate(out)
+    return out

@@ -29,6 +29,7 @@ from lcr.backends import BACKENDS
 from lcr.config import Config, ReportSection
 from lcr.errors import InputError
 from lcr.io import durable_path, sha256_file
+from lcr.overrides import with_overrides
 from lcr.provenance import fill_from_merge, judge_setup, run_setup
 from lcr.render import compare_text, render_markdown, render_png, summary_line
 from lcr.rundir import RunDir, check_out_name
@@ -173,12 +174,13 @@ def _load_runs(run_dirs, force: bool, out: str):
 
 
 def build_report(
-    run_dirs, force: bool = False, out: str = "", report_cfg: ReportSection | None = None
+    run_dirs, force: bool = False, out: str = "", report_cfg: ReportSection | None = None,
+    report_set=(),
 ) -> dict:
     """The content of report.json for one run dir or several pooled as seeds."""
     dirs, loaded, idents, units, warnings, judges = _load_runs(run_dirs, force, out)
     cfg = loaded[0][0]
-    rc = report_cfg or cfg.report
+    rc = report_cfg or with_overrides(cfg, report_set).report  # --set report.*
     report = summarize(units, B=rc.bootstrap, level=rc.ci_level, seed=rc.seed)
     for row in report["per_seed"]:
         row["run_dir"] = str(dirs[row["run"]])
@@ -226,10 +228,10 @@ def write_report(run_dir: str | Path, report: dict) -> list[Path]:
 
 
 def run_report(run_dirs, force: bool = False, out: str = "", where: list | None = None,
-               report_cfg: ReportSection | None = None) -> str:
+               report_set=()) -> str:
     """`lcr report`: build, write into the first run dir, return the summary line (and add the
-    paths written to `where`)."""
-    report = build_report(run_dirs, force=force, out=check_out_name(out), report_cfg=report_cfg)
+    paths written to `where`); `report_set`: --set report.* overrides."""
+    report = build_report(run_dirs, force=force, out=check_out_name(out), report_set=report_set)
     paths = write_report(_as_list(run_dirs)[0], report)
     if where is not None:
         where += paths
@@ -237,7 +239,8 @@ def run_report(run_dirs, force: bool = False, out: str = "", where: list | None 
 
 
 def compare_runs(
-    run_a, run_b, force: bool = False, out: str = "", report_cfg: ReportSection | None = None
+    run_a, run_b, force: bool = False, out: str = "", report_cfg: ReportSection | None = None,
+    report_set=(),
 ) -> dict:
     """Paired per-question comparison of A and B (each one run dir or a list pooled as seeds).
 
@@ -266,7 +269,7 @@ def compare_runs(
     for q, c in zip(table_b.ids, table_b.clusters):
         if q in clusters and clusters[q] != c:
             raise ReportError(f"question {q} is in document set {clusters[q]} in A but {c} in B")
-    rc = report_cfg or cfg_a.report
+    rc = report_cfg or with_overrides(cfg_a, report_set).report
     result = paired_difference(scores_a, scores_b, clusters, rc.bootstrap, rc.ci_level, rc.seed)
     result.update(
         runs_a=[str(d) for d in dirs_a], runs_b=[str(d) for d in dirs_b],
@@ -276,6 +279,6 @@ def compare_runs(
 
 
 def run_compare(run_a, run_b, force: bool = False, out: str = "",
-                report_cfg: ReportSection | None = None) -> str:
+                report_set=()) -> str:
     """`lcr compare`: the paired comparison as text; writes nothing, so no run dir changes."""
-    return compare_text(compare_runs(run_a, run_b, force=force, out=out, report_cfg=report_cfg))
+    return compare_text(compare_runs(run_a, run_b, force=force, out=out, report_set=report_set))

@@ -25,7 +25,8 @@ from test_merge import gen_record, make_run, mark_done, merged_run, write_lines
 
 from lcr.config import load_config
 from lcr.io import read_jsonl
-from lcr.rundir import RunDir, sealed_settings
+from lcr.overrides import sealed_settings
+from lcr.rundir import RunDir
 from lcr.stages import STAGES
 
 needs_slurm = [pytest.mark.slurm, pytest.mark.vllm,
