@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from helpers import DEMO, REPO
@@ -201,9 +200,9 @@ def test_hand_submitted_sbatch_chain(tmp_path):
                SBATCH_FLAGS=f"--cpus-per-task=1 --gpus-per-node=1 --chdir={tmp_path}")
     out = subprocess.run(["bash", str(REPO / "sbatch" / "submit-all.sh"), str(rd.path)],
                          capture_output=True, text=True, env=env, check=True).stdout
-    ids = dict(zip(out.split()[::2], out.split()[1::2]))
+    ids = dict(word.split("=") for word in out.split("(")[0].split())  # "generate=12 ..."
     states = wait_final([ids["report"]], timeout=900)
-    assert states[ids["report"]] == "COMPLETED", list(Path(tmp_path).glob("*.out"))
+    assert states[ids["report"]] == "COMPLETED", list(rd.logs_dir.glob("*.out"))
     assert_complete(rd)
     gen_states = sacct_states(ids["generate"])
     assert sorted(gen_states) == [f"{ids['generate']}_{i}" for i in range(3)]
