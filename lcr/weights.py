@@ -19,16 +19,10 @@ import re
 import struct
 from pathlib import Path
 
+from lcr.io import sha256_file
+
 INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _safetensors_header_sha256(path: Path) -> str:
@@ -41,7 +35,7 @@ def _safetensors_header_sha256(path: Path) -> str:
 def _local(folder: Path) -> dict:
     for name in INDEXES:
         if (folder / name).is_file():
-            return {"source": "local", "model": str(folder), "revision": _sha256(folder / name),
+            return {"source": "local", "model": str(folder), "revision": sha256_file(folder / name),
                     "of": name}
     single = folder / "model.safetensors"
     if single.is_file():

@@ -144,3 +144,77 @@ def test_split_equals_full_on_random_batches(seed):
     b = Batch(reqs, pad_tokens=rng.randint(0, 2), seed=seed)
     p = b.plan()
     torch.testing.assert_close(b.split(p), b.full(), rtol=1e-5, atol=1e-5)
+
+
+# ---- where it can run: plan time, engine start ------------------------------------------------
+
+from lcr.config import ConfigError, EngineSection  # noqa: E402
+from lcr.shared_prefix import support  # noqa: E402
+
+
+def test_true_on_the_cpu_build_is_a_plan_time_error_naming_the_key(tmp_path):
+    from helpers import demo_config
+
+    from lcr.plan import plan_run
+
+    cfg = demo_config(tmp_path, "engine.shared_prefix_attention=true")
+    with pytest.raises(ConfigError, match=r"engine.shared_prefix_attention = true cannot run "
+                                          r"here: the installed vLLM is the CPU build"):
+        plan_run(cfg, log=lambda *_: None)
+    assert not (tmp_path / cfg.run.name / "plan.json").exists()
+
+
+def test_auto_falls_back_on_the_cpu_with_one_reason(caplog):
+    on, why = support.resolve(EngineSection(), "tiny")
+    assert not on and why.startswith("off: the installed vLLM is the CPU build")
+    assert sum("engine.shared_prefix_attention" in r.message for r in caplog.records) == 1
+    assert support.resolve(EngineSection(shared_prefix_attention=False), "x") == (
+        False, "engine.shared_prefix_attention = false")
+    with pytest.raises(ConfigError, match="cannot run on this machine"):
+        support.resolve(EngineSection(shared_prefix_attention=True), "tiny")
+
+
+@pytest.mark.parametrize("config, reason", [
+    ({"model_type": "mistral", "sliding_window": 4096}, "sliding-window"),
+    ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}, None),
+    ({"model_type": "bloom"}, "ALiBi"),
+    ({"model_type": "mpt", "attn_config": {"alibi": True}}, "ALiBi"),
+    ({"model_type": "falcon", "alibi": False}, None),
+    ({"model_type": "llama", "sliding_window": None}, None),
+])
+def test_models_it_cannot_serve_are_named(config, reason):
+    found = support.model_reasons(config)
+    assert (reason is None and found == []) or (reason and reason in " ".join(found))
+
+
+def test_an_fp8_kv_cache_and_a_sliding_window_model_are_known_at_plan_time(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "mistral", "sliding_window": 4096}')
+    reasons = support.static_reasons(EngineSection(kv_cache_dtype="fp8"), str(tmp_path))
+    assert any("fp8" in r for r in reasons) and any("sliding-window" in r for r in reasons)
+
+
+def test_the_plugin_entry_point_names_the_backend():
+    import importlib.metadata
+
+    from lcr.shared_prefix.plugin import BACKEND, register
+
+    (ep,) = [e for e in importlib.metadata.entry_points(group="vllm.general_plugins")
+             if e.name == support.PLUGIN]
+    assert ep.load() is register
+    register()  # harmless where the backend cannot run: it only names a class path
+    from vllm.v1.attention.backends.registry import _ATTN_OVERRIDES, AttentionBackendEnum
+
+    assert _ATTN_OVERRIDES[AttentionBackendEnum.CUSTOM] == BACKEND
+
+
+def test_the_cost_model_prices_a_grouped_sets_prefix_once():
+    from lcr.config import CostSection
+    from lcr.cost import Batch, decode_step_seconds
+
+    cost = CostSection()
+    one = Batch(seqs=12, context=12 * 100_000, shared=100_000, sets=1,
+                shared_seqs=12 * 100_000, grouped=100_000, grouped_seqs=12 * 100_000)
+    spa = decode_step_seconds(one, cost, shared_prefix=True)
+    assert spa == pytest.approx(cost.spa_step_s + 12 * cost.spa_step_seq_s
+                                + cost.spa_prefix_s * 0.1)
+    assert decode_step_seconds(one, cost) > 2 * spa  # stock reads the prefix per sequence
