@@ -5,7 +5,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections import Counter
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,3 +67,27 @@ def lock_held_elsewhere(path):
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
+
+
+class LocalServer:
+    """A real HTTP server on 127.0.0.1 in a thread, for judge endpoints that misbehave on
+    purpose: the handler appends what it saw to `httpd.log` under `httpd.lock` and answers with
+    `httpd.behave(n, ...)`. Subclasses name the handler and the first behaviour."""
+
+    handler: type
+    default = None
+
+    def __init__(self, port: int = 0, behave=None):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self.handler)
+        self.httpd.log, self.httpd.lock = [], threading.Lock()
+        self.httpd.behave = behave or type(self).default
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def behave(self, fn) -> None:
+        self.httpd.behave = fn
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -19,15 +19,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from helpers import DEMO, REPO, copy_run
+from helpers import DEMO, REPO, LocalServer, copy_run
 from slurm_cluster import FINAL_STATES, ensure_cluster, sacct_states, unavailable_reason
 from test_merge import gen_record, generate_all, make_run, merged_run, write_lines
 
@@ -472,8 +471,8 @@ class StubHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"])).decode()
         srv = self.server
         with srv.lock:
-            srv.seen.append(time.time())
-            n = len(srv.seen)
+            srv.log.append(time.time())
+            n = len(srv.log)
         delay, code, headers, text = srv.behave(n, body, self.headers.get("Authorization", ""))
         time.sleep(delay)
         if code == 200:
@@ -500,24 +499,13 @@ def ok(n, body, auth):
     return 0, 200, {}, "CORRECT"
 
 
-class Stub:
-    def __init__(self, port: int = 0):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), StubHandler)
-        self.httpd.seen, self.httpd.lock, self.httpd.behave = [], threading.Lock(), ok
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+class Stub(LocalServer):
+    handler = StubHandler
+    default = staticmethod(ok)
 
     @property
     def seen(self) -> list[float]:
-        return self.httpd.seen
-
-    def behave(self, fn) -> None:
-        self.httpd.behave = fn
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return self.httpd.log
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ a larger budget. No model: the server is a few lines of http.server (tests/test_
 runs a real vLLM server)."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from helpers import LocalServer
 from test_merge import merged_run
 
 from lcr.backends import REPLY_RETRIES
@@ -48,8 +48,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
-            self.server.requests.append(body)
-            n = len(self.server.requests)
+            self.server.log.append(body)
+            n = len(self.server.log)
         code, ctype, data = self.server.behave(n, body)
         self.send_response(code)
         self.send_header("Content-Type", ctype)
@@ -61,23 +61,13 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-class Server:
-    def __init__(self, behave=lambda n, body: OK):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.requests, self.httpd.lock, self.httpd.behave = [], threading.Lock(), behave
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+class Server(LocalServer):
+    handler = Handler
+    default = staticmethod(lambda n, body: OK)
 
     @property
     def requests(self) -> list[dict]:
-        return self.httpd.requests
-
-    def behave(self, fn) -> None:
-        self.httpd.behave = fn
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return self.httpd.log
 
 
 @pytest.fixture
