@@ -7,9 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from attention_reference import merge, paged_varlen  # noqa: E402
-
 from lcr.shared_prefix.plan import plan_groups  # noqa: E402
+from lcr.shared_prefix.reference import merge, paged_varlen  # noqa: E402
 from lcr.shared_prefix.split import split_attention  # noqa: E402
 
 BLOCK, MIN_BLOCKS, HEADS, KV_HEADS, DIM = 4, 3, 8, 2, 16

@@ -15,8 +15,8 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
+from lcr.bench.calibrate import greedy
 from lcr.io import atomic_write_json
 from lcr.rundir import RunDir
 from lcr.shared_prefix.check import agreement, reinit_weights
@@ -29,9 +29,7 @@ def greedy_check(engine, base: RunDir, questions: list[dict], tokens: int, root:
     qs = [q for q in questions if q["document_set_id"] in sets]
     prompts = [base.prompt_ids(q) for q in qs]
     digest = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]
-    one = engine.params(SimpleNamespace(temperature=0.0, top_p=1.0, top_k=-1, max_new_tokens=1))
-    greedy = engine.params(SimpleNamespace(temperature=0.0, top_p=1.0, top_k=-1,
-                                           max_new_tokens=tokens, ignore_eos=True))
+    one, each = engine.params(greedy(1)), engine.params(greedy(tokens))
     engine.llm.reset_prefix_cache()
     shared = {q["document_set_id"]: p[: q["shared_prefix_tokens"]] for q, p in zip(qs, prompts)
               if q["shared_prefix_tokens"]}
@@ -39,7 +37,7 @@ def greedy_check(engine, base: RunDir, questions: list[dict], tokens: int, root:
     from vllm.inputs import TokensPrompt
 
     outs = engine.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
-                               [greedy] * len(prompts), use_tqdm=False)
+                               [each] * len(prompts), use_tqdm=False)
     ids = [list(o.outputs[0].token_ids) for o in outs]
     atomic_write_json(root / f"greedy-{attention}.json", {"prompts": digest, "tokens": ids})
     result = {"attention": attention, "sequences": len(ids), "tokens_each": tokens}

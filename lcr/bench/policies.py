@@ -51,11 +51,10 @@ def _naive_shard(rd: RunDir, cfg: Config, qinfo: dict, units: list[dict], engine
     failed = [c.error for c in done if c.error]
     if failed:
         raise RuntimeError(f"naive: {len(failed)} request(s) failed, e.g. {failed[0]}")
-    ok = [c for c in done]
-    prompt = sum(c.prompt_tokens for c in ok)
-    cached = sum(c.cached_tokens for c in ok)
+    prompt = sum(c.prompt_tokens for c in done)
+    cached = sum(c.cached_tokens for c in done)
     return {"prompt_tokens": prompt, "cached_tokens": cached,
-            "output_tokens": sum(c.output_tokens for c in ok),
+            "output_tokens": sum(c.output_tokens for c in done),
             "cache_hit": round(cached / prompt, 4) if prompt else 0.0}
 
 

@@ -78,8 +78,9 @@ def static_reasons(engine: EngineSection, model: str) -> list[str]:
     return out + model_reasons(model_config(model))
 
 
-def device_reasons() -> list[str]:
-    """Why it cannot run on this machine's GPU (imports vLLM; no CUDA context is made)."""
+def device_reasons(engine_processes: bool = True) -> list[str]:
+    """Why it cannot run on this machine's GPU (imports vLLM; no CUDA context is made); with
+    `engine_processes`, also whether vLLM's own engine processes can load the plugin."""
     try:
         from vllm.platforms import current_platform
     except ImportError as e:
@@ -93,7 +94,7 @@ def device_reasons() -> list[str]:
     if version != 3:
         return [f"FlashAttention 3 is not available (version {version}, compute capability "
                 f"{cap.major}.{cap.minor}; it needs a Hopper GPU)"]
-    if not any(ep.name == PLUGIN for ep in importlib.metadata.entry_points(
+    if engine_processes and not any(ep.name == PLUGIN for ep in importlib.metadata.entry_points(
             group="vllm.general_plugins")):
         return [f"the {PLUGIN} vLLM plugin is not installed (pip install -e . in the lcr "
                 "checkout): vLLM's engine processes could not load the backend"]

@@ -1,4 +1,5 @@
-"""Plain PyTorch paged attention, the reference the shared-prefix split is tested against.
+"""Plain PyTorch paged attention: the reference the split is checked against, on the CPU in
+the tests and in fp32 on the GPU in `lcr bench --attention-check`.
 
     out, lse = paged_varlen(q, k_cache, v_cache, None, cu_q, seqused_k, max_q, max_k,
                             block_table, causal=True, num_splits=0)
@@ -20,7 +21,7 @@ def paged_varlen(q, k_cache, v_cache, out, cu_seqlens_q, seqused_k, max_seqlen_q
     scale = scale or dim**-0.5
     if out is None:
         out = torch.zeros_like(q)
-    lse = torch.full((heads, total), float("nan"), dtype=torch.float32)
+    lse = torch.full((heads, total), float("nan"), dtype=torch.float32, device=q.device)
     for b in range(cu_seqlens_q.shape[0] - 1):
         s, e, n = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1]), int(seqused_k[b])
         if e == s:
@@ -31,8 +32,9 @@ def paged_varlen(q, k_cache, v_cache, out, cu_seqlens_q, seqused_k, max_seqlen_q
         v = v_cache[blocks].reshape(-1, kv_heads, dim)[:n].repeat_interleave(heads // kv_heads, 1)
         scores = torch.einsum("qhd,khd->hqk", q[s:e].float(), k.float()) * scale
         if causal:
-            qpos = torch.arange(e - s)[:, None] + (n - (e - s))
-            scores = scores.masked_fill(torch.arange(n)[None, :] > qpos, float("-inf"))
+            qpos = torch.arange(e - s, device=q.device)[:, None] + (n - (e - s))
+            keys = torch.arange(n, device=q.device)[None, :]
+            scores = scores.masked_fill(keys > qpos, float("-inf"))
         lse[:, s:e] = torch.logsumexp(scores, dim=-1)
         out[s:e] = torch.einsum("hqk,khd->qhd", torch.softmax(scores, dim=-1), v.float()).to(
             out.dtype)
