@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lcr.config import EngineSection
+from lcr.fit import check_engine
 from lcr.io import spaceless
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def compile_cache_dir(e: EngineSection, run_root: str) -> str:
 
 
 class Engine:
-    def __init__(self, model: str, e: EngineSection, cache_dir: str = "", **overrides):
+    def __init__(self, model: str, e: EngineSection, cache_dir: str = "",
+                 section: str = "engine", **overrides):
+        """`section` names the settings in errors ("judge" for the judge's engine)."""
         if cache_dir:  # read by vLLM when the engine starts (and by its worker processes)
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             os.environ["VLLM_CACHE_ROOT"] = cache_dir
@@ -90,6 +93,10 @@ class Engine:
 
         self.shared_prefix = self._attention(model, e, overrides)
         self.kwargs = engine_kwargs(model, e, **overrides)
+        if not current_platform.is_cpu():  # the card's size from NVML: CUDA stays uninitialised
+            check_engine(model, dataclasses.replace(
+                e, **{k: v for k, v in overrides.items() if hasattr(e, k)}), section,
+                current_platform.get_device_total_memory(0))
         if self.shared_prefix == "on":
             self.kwargs["attention_backend"] = "CUSTOM"
         log.info("starting vLLM engine: %s", self.kwargs)

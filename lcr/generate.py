@@ -23,6 +23,7 @@ from pathlib import Path
 from lcr.config import Config
 from lcr.cost import replica_parts
 from lcr.feed import feed, make_group
+from lcr.fit import check_window
 from lcr.io import ShardWriter, StorageError, read_done, sha256_file, write_done
 from lcr.rundir import RunDir, quoted
 from lcr.units import by_set, keys_sha, prompt_id, prompts_sha
@@ -194,6 +195,7 @@ def _groups(run_dir: RunDir, cfg: Config, qinfo: dict, units: list[dict], engine
     bs = cfg.engine.batch_sets
     cap = Capacity(kv_tokens=kv_tokens, block=block, max_seqs=cfg.engine.max_num_seqs,
                    max_sets=0 if bs == "auto" else int(bs))
+    check_window([g.demand for g in groups], cap)  # before a request goes in
     return groups, cap
 
 

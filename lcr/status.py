@@ -204,6 +204,10 @@ def job_logs(rd: RunDir, job: str) -> list[Path]:
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Failure|Interrupt|Exit)\b")
 _OTHER_SOURCE = re.compile(r"^(srun|slurmstepd|submitit|sbatch)\b")  # not the message
 _NOISE = re.compile(r"Exited with exit code|^submitit ERROR")  # says only that it failed
+# what torch.distributed and vLLM put before each line a process writes: "[rank0]: ",
+# "(EngineCore pid=123) "
+_PREFIX = re.compile(r"^(\[rank\d+\]:|\(\w+ pid=\d+\)) ?")
+_HINT = re.compile(r"^\s*For further information visit ")  # pydantic's last line: a link
 
 
 def last_error(rd: RunDir, job: str) -> tuple[Path | None, str]:
@@ -211,12 +215,13 @@ def last_error(rd: RunDir, job: str) -> tuple[Path | None, str]:
     last line of the message: a merge's INCOMPLETE line), else its last line saying error
     (slurmstepd's time limit or cancel line, `lcr ...: error: ...`)."""
     for log in job_logs(rd, job):
-        lines = [ln.rstrip() for ln in _tail(log).splitlines() if ln.strip()]
+        lines = [_PREFIX.sub("", ln.rstrip()) for ln in _tail(log).splitlines()]
+        lines = [ln for ln in lines if ln.strip() and not _HINT.match(ln)]
         line = _exception(lines) or next(
             (ln.strip() for ln in reversed(lines)
              if re.search(r"\berror\b", ln, re.IGNORECASE) and not _NOISE.search(ln)), "")
         if line:
-            return log, line[:300]
+            return log, line[:600]
     return None, ""
 
 

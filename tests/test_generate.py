@@ -11,6 +11,8 @@ from collections import Counter
 import pytest
 from helpers import copy_run, open_counts
 
+from lcr.errors import exit_code
+from lcr.fit import FitError
 from lcr.generate import run_shard
 from lcr.io import LockedError, ShardWriter, read_jsonl
 from lcr.rundir import RunDir
@@ -300,3 +302,25 @@ def test_batch_sets_fixes_the_window(planned_demo, tmp_path, engine):
     assert max(len(w) for w in watch.windows) == 1
     _, _, watch, _ = _shard_run(planned_demo, tmp_path / "b", engine, 10**9, ("batch_sets", 2))
     assert max(len(w) for w in watch.windows) == 2
+
+
+def test_a_fixed_window_the_cache_cannot_hold_is_refused_before_a_request(
+        planned_demo, tmp_path, engine):
+    block = engine.kv_capacity()[1]
+    sizes = _footprints(planned_demo, block)
+    with pytest.raises(FitError) as e:  # room for the largest set only, two asked for
+        _shard_run(planned_demo, tmp_path, engine, sizes[0] * block, ("batch_sets", 2))
+    msg = str(e.value)
+    assert msg.startswith("engine.batch_sets = 2: the shard's 2 largest document sets need "
+                          f"{(sizes[0] + sizes[1]) * block:,} tokens")
+    assert f"holds {sizes[0] * block:,}" in msg and "at most 1" in msg and "\n" not in msg
+    assert exit_code(e.value) == 2
+    spec = _widest(planned_demo)
+    rd = RunDir(tmp_path / "copy")
+    assert not [r for r in _records(rd, spec["index"]) if r["status"] == "ok"]
+    # the same run with the window the cache holds finishes; the records kept are not redone
+    _set_section(rd, "engine", batch_sets="auto")
+    watch = Watch(engine, rd, sizes[0] * block)
+    run_shard(rd.path, spec["index"], engine_factory=lambda cfg: watch)
+    assert sorted(r["key"] for r in _records(rd, spec["index"])) == sorted(
+        u["key"] for u in spec["units"])

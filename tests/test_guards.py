@@ -24,6 +24,7 @@ from test_faults import cli, jobs_of, tree, wait_until
 from test_merge import gen_record, make_run, mark_done, merged_run, write_lines
 
 from lcr.config import load_config
+from lcr.errors import exit_code
 from lcr.io import read_jsonl
 from lcr.overrides import sealed_settings
 from lcr.rundir import RunDir
@@ -496,3 +497,79 @@ def test_config_loads_keep_working_with_plan_json_of_older_runs(planned_demo, tm
                                                                  "max_new_tokens = 8\n"))
     assert rd.load_config()[0].sampling.max_new_tokens == 8
     assert load_config(DEMO).sampling.max_new_tokens == 32
+
+
+H200 = 143_771 * 2**20  # what NVML reports for an H200 (bytes)
+
+
+def test_settings_that_cannot_fit_the_card_fail_in_one_line_naming_the_setting(tmp_path):
+    """Numbers from the H200 run (jobs/gpu-smoke/README.md): vLLM 0.26 itself refused
+    gpu_memory_utilization 0.1 ("No available memory for the cache blocks") and 0.2 ("16.0 GiB
+    KV cache is needed ... larger than the available KV cache memory (11.01 GiB)")."""
+    from lcr.bench.workload import dummy_model_dir
+    from lcr.config import EngineSection
+    from lcr.fit import FitError, check_card, check_engine, model_sizes
+
+    folder = dummy_model_dir(tmp_path)
+    sizes = model_sizes(folder)
+    assert sizes.params == 8_030_261_248 and sizes.source == "config.json"  # Llama-3.1-8B
+    assert sizes.kv_bytes_per_token == 32 * 2 * 8 * 128 * 2  # 128 KiB: 16 GiB for 131,072
+    with pytest.raises(FitError) as e:
+        check_card(sizes, EngineSection(gpu_memory_utilization=0.1), H200)
+    msg = str(e.value)
+    assert msg.startswith("model.path: the weights take 15.0 GiB per GPU (from config.json, "
+                          "engine.tensor_parallel_size = 1) but engine.gpu_memory_utilization "
+                          "= 0.1 of this GPU's 140.4 GiB is 14.0 GiB") and "\n" not in msg
+    assert exit_code(e.value) == 2
+    with pytest.raises(FitError, match=r"^engine.max_model_len = 131072: one request that long "
+                                       r"needs 16.0 GiB of KV cache per GPU.*~107,"):
+        check_card(sizes, EngineSection(gpu_memory_utilization=0.2), H200)
+    # the judge's own sizes are named as the judge's; what the engine layer calls
+    with pytest.raises(FitError, match=r"^judge.max_model_len = 131072"):
+        check_engine(str(folder), EngineSection(gpu_memory_utilization=0.2), "judge", H200)
+    with pytest.raises(FitError, match=r"^judge.model: the weights take 15.0 GiB per GPU \(from "
+                       r"config.json, judge.tensor_parallel_size = 1\) .* raise "
+                       r"judge.tensor_parallel_size \(and slurm.judge_gpus_per_node\)"):
+        check_engine(str(folder), EngineSection(gpu_memory_utilization=0.1), "judge", H200)
+    other = tmp_path / "not-llama"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "t5", "d_model": 512}')
+    check_engine(str(other), EngineSection(gpu_memory_utilization=0.01), "engine", H200)
+    check_card(sizes, EngineSection(gpu_memory_utilization=0.2, max_model_len=65536), H200)
+    check_card(sizes, EngineSection(gpu_memory_utilization=0.2, tensor_parallel_size=2), H200)
+    check_card(sizes, EngineSection(), H200)  # the shipped settings fit
+    # a fixed KV cache is vLLM's to check; checkpoint files count as they are on disk
+    check_card(sizes, EngineSection(gpu_memory_utilization=0.2, kv_cache_memory_bytes=2**30),
+               H200)
+    (folder / "model-00001-of-00001.safetensors").write_bytes(b"\0" * 4096)
+    assert model_sizes(folder).weight_bytes == 4096 and model_sizes(folder).source == "files"
+
+
+def test_a_failed_jobs_error_is_read_through_process_prefixes(tmp_path):
+    """torch.distributed writes "[rank0]: " before each line of an in-process engine's job, and
+    vLLM "(EngineCore pid=N) "; pydantic ends its message with a link. The line status and
+    submit show is the exception's own message, whole."""
+    from lcr.status import last_error
+
+    rd = RunDir(tmp_path)
+    log = rd.logs_dir / "77" / "77_0_log.err"
+    log.parent.mkdir(parents=True)
+    message = ("engine.batch_sets = 8: the shard's 7 largest document sets need 26,752 tokens "
+               "of KV cache at once (prompts and answer budgets), but the engine's cache holds "
+               "6,144: use engine.batch_sets = \"auto\" (as many as fit) or at most 1, or more "
+               "KV cache (engine.gpu_memory_utilization, engine.kv_cache_memory_bytes)")
+    log.write_text("\n".join([
+        "[rank0]: Traceback (most recent call last):",
+        '[rank0]:   File "lcr/fit.py", line 131, in check_window',
+        "[rank0]:     raise FitError(",
+        f"[rank0]: lcr.fit.FitError: {message}", ""]))
+    assert last_error(rd, "77") == (log, f"FitError: {message}")
+    log.write_text("\n".join([
+        "(EngineCore pid=9) Traceback (most recent call last):",
+        '(EngineCore pid=9)   File "vllm/config.py", line 1, in x',
+        "(EngineCore pid=9) pydantic_core._pydantic_core.ValidationError: 1 validation error",
+        "(EngineCore pid=9)   Value error, max_model_len (16384) is too long [type=value_error]",
+        "(EngineCore pid=9)     For further information visit https://errors.pydantic.dev/2",
+        ""]))
+    assert last_error(rd, "77")[1] == (
+        "ValidationError:   Value error, max_model_len (16384) is too long [type=value_error]")

@@ -16,7 +16,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -62,19 +61,6 @@ def measure_bandwidth() -> dict:
     return bw
 
 
-def model_bytes(model_dir: str | Path, dtype_bytes: int, kv_dtype_bytes: int) -> dict:
-    """Weights a decode step reads (all but the embedding table) and KV bytes per token, from a
-    Llama-style config.json."""
-    c = json.loads((Path(model_dir) / "config.json").read_text())
-    h, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
-    head = c.get("head_dim") or h // c["num_attention_heads"]
-    q, kv = c["num_attention_heads"] * head, c["num_key_value_heads"] * head
-    per_layer = h * q + 2 * h * kv + q * h + 3 * h * c["intermediate_size"] + 2 * h
-    params = layers * per_layer + h + vocab * h  # + final norm + lm_head
-    return {"weight_bytes": params * dtype_bytes,
-            "kv_bytes_per_token": layers * 2 * kv * kv_dtype_bytes}
-
-
 def engine_dtypes(engine) -> tuple[int, int]:
     """(weights, KV cache) bytes per element of a started engine."""
     import torch
@@ -89,7 +75,8 @@ def _ids(rng, n: int, vocab: int) -> list[int]:
     return rng.integers(min(1000, vocab // 4), vocab - 300, size=n).tolist()
 
 
-def _one(max_tokens: int):
+def greedy(max_tokens: int):
+    """[sampling]-like settings that decode exactly `max_tokens` greedy tokens."""
     from types import SimpleNamespace
 
     return SimpleNamespace(temperature=0.0, top_p=1.0, top_k=-1, max_new_tokens=max_tokens,
@@ -99,13 +86,13 @@ def _one(max_tokens: int):
 def measure_prefill(engine, lengths: list[int], vocab: int, seed: int = 1) -> dict[int, float]:
     """Seconds to prefill one fresh prompt of each length (one output token)."""
     rng = np.random.default_rng(seed)
-    engine.generate([_ids(rng, min(lengths), vocab)], [engine.params(_one(1))])  # warm-up
+    engine.generate([_ids(rng, min(lengths), vocab)], [engine.params(greedy(1))])  # warm-up
     out = {}
     for n in sorted(set(lengths)):
         engine.llm.reset_prefix_cache()
         ids = _ids(rng, n, vocab)
         t0 = time.perf_counter()
-        engine.generate([ids], [engine.params(_one(1))])
+        engine.generate([ids], [engine.params(greedy(1))])
         out[n] = round(time.perf_counter() - t0, 4)
         print(f"  prefill {n:>7,} tokens: {out[n]:.3f} s", file=sys.stderr, flush=True)
     return out
@@ -139,13 +126,13 @@ def measure_decode(engine, points: list[DecodePoint], vocab: int, steps: tuple[i
         # the same prefix for the same (length, set): shapes that share one reuse its cache
         prefixes = [_ids(np.random.default_rng([seed, pt.prefix, s]), pt.prefix, vocab)
                     for s in range(pt.sets)]
-        engine.generate(prefixes, [engine.params(_one(1))] * pt.sets)
+        engine.generate(prefixes, [engine.params(greedy(1))] * pt.sets)
         times = []
         for n in steps:
             prompts = [p + _ids(rng, suffix, vocab) for p in prefixes
                        for _ in range(pt.seqs_per_set)]
             t0 = time.perf_counter()
-            engine.generate(prompts, [engine.params(_one(n))] * len(prompts))
+            engine.generate(prompts, [engine.params(greedy(n))] * len(prompts))
             times.append(time.perf_counter() - t0)
         pt.step_s = round((times[1] - times[0]) / (steps[1] - steps[0]), 6)
         print(f"  decode {pt.sets} set(s) x {pt.seqs_per_set} seqs on {pt.prefix:,}-token "
@@ -180,6 +167,7 @@ def fit_prefill(table: dict[int, float]) -> dict:
 
 STOCK_TERMS = ["step_s", "step_seq_s", "step_ctx_s", "step_shared_s"]
 SHARED_PREFIX_TERMS = ["spa_step_s", "spa_step_seq_s", "spa_ctx_s", "spa_prefix_s"]
+COST_TERMS = ["prefill_tok_s", "attn_tokens", *STOCK_TERMS, *SHARED_PREFIX_TERMS]  # [cost] keys
 
 
 def fit_decode(points: list[DecodePoint], suffix: int, mid: float,
@@ -203,6 +191,5 @@ def fit_decode(points: list[DecodePoint], suffix: int, mid: float,
 
 
 def cost_toml(fitted: dict) -> str:
-    keys = ["prefill_tok_s", "attn_tokens", *STOCK_TERMS, *SHARED_PREFIX_TERMS, "kv_tokens",
-            "block_tokens"]
+    keys = [*COST_TERMS, "kv_tokens", "block_tokens"]
     return "[cost]\n" + "\n".join(f"{k} = {fitted[k]}" for k in keys if k in fitted)
