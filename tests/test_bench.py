@@ -61,6 +61,8 @@ def test_bench_calibrates_predicts_and_floors_through_the_generate_path(tmp_path
     saved = json.loads((tmp_path / "work" / "greedy-stock.json").read_text())
     assert greedy["sequences"] == len(saved["tokens"]) > 0
     assert all(len(t) == 6 for t in saved["tokens"]) and "agreement" not in greedy
+    assert len(saved["alone"]) == len(saved["tokens"]) and all(len(t) == 6 for t in saved["alone"])
+    assert greedy["batch_vs_alone"]["tokens"] == 6 * len(saved["tokens"])
     # every unit went through the real shard files, exactly once, with its own answer length
     files = list((tmp_path / "work" / "document_set" / "generate").glob("*.jsonl"))
     recs = [json.loads(line) for f in files for line in f.read_text().splitlines()]
@@ -154,8 +156,11 @@ def test_greedy_agreement_counts_positions_until_and_after_a_difference():
     from lcr.shared_prefix.check import agreement
 
     a = agreement([[1, 2, 3, 4], [5, 6]], [[1, 2, 9, 9], [5, 6]])
+    # 3 steps of the first pair saw one history (the third differs), both of the second pair
     assert a == {"tokens": 6, "agree": 4, "share": 0.6667,
-                 "mean_tokens_before_first_difference": 2.0}
+                 "mean_tokens_before_first_difference": 2.0, "same_history_steps": 5,
+                 "same_history_flips": 1, "same_history_share": 0.8}
+    assert agreement([[7]], [[8]])["same_history_share"] == 0.0
 
 
 def test_bench_work_folder_is_per_user():

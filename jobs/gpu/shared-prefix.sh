@@ -3,6 +3,7 @@
 #   bash jobs/gpu/shared-prefix.sh a OUT     # op check; (a) 512 tokens: calibrate, both engines
 #   bash jobs/gpu/shared-prefix.sh b OUT     # (b) 1024 tokens: shared-prefix and naive
 #   bash jobs/gpu/shared-prefix.sh c OUT     # (c) real lengths, first 12 sets: both
+#   bash jobs/gpu/shared-prefix.sh g OUT     # op check; greedy agreement with batch controls
 # Every bench runs the shared-prefix engine first, then the stock engine (naive: every unit in
 # one generate call). Results: OUT/*.json and logs; the table ends each log.
 set -uo pipefail
@@ -37,4 +38,11 @@ case $STEP in
       --policies document_set --engine-set "" \
       --engine-set "shared_prefix_attention=false;policies=naive" \
       --calibration /tmp/ba/calibration.json --work-dir /tmp/bc ;;
+  g)
+    timeout 120 python3 -m lcr.cli bench --attention-check --json "$OUT/ops.json" 2>&1 | \
+      grep -v "INFO\|WARNING" | tail -12
+    LIMIT=330 bench g --scale 0.1 --shards 1 --output-tokens 64 --policies document_set \
+      --engine-set "" --engine-set "shared_prefix_attention=false" --greedy 256 \
+      --calibration jobs/gpu/results/2026-12-01-h200/calibration.json --work-dir /tmp/bg
+    cp /tmp/bg/greedy-*.json "$OUT/" ;;
 esac

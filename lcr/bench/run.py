@@ -83,9 +83,6 @@ def start_engine(cfg: Config, root: Path):
     return engine, round(time.time() - t0, 1), state
 
 
-COST_KEYS = ("prefill_tok_s", "attn_tokens", "step_s", "step_seq_s", "step_ctx_s",
-             "step_shared_s", "spa_step_s", "spa_step_seq_s", "spa_ctx_s", "spa_prefix_s")
-
 
 def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, args,
                      bandwidth: dict | None, root: Path,
@@ -97,14 +94,15 @@ def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, arg
     runs the same kernels whatever the decode attention) and fit nothing: their constants
     stay those of the job file."""
     from lcr.bench.calibrate import (
+        COST_TERMS,
         decode_points,
         engine_dtypes,
         fit_decode,
         fit_prefill,
         measure_decode,
         measure_prefill,
-        model_bytes,
     )
+    from lcr.fit import model_sizes
 
     kv_tokens, block = engine.kv_capacity()
     cfg.cost.kv_tokens, cfg.cost.block_tokens = kv_tokens, block
@@ -136,17 +134,18 @@ def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, arg
                                      cfg.engine.shared_prefix_attention is True))
             fitted["decode_points"] = [dataclasses.asdict(p) for p in points]
     fitted.update(kv_tokens=kv_tokens, block_tokens=block)
-    for key in COST_KEYS:
+    for key in COST_TERMS:
         if key in fitted:
             setattr(cfg.cost, key, fitted[key])
     if bandwidth is None:
         return None, fitted
     wbytes, kvbytes = engine_dtypes(engine)
-    sizes = model_bytes(cfg.model.path, wbytes, kvbytes)
-    fitted.update(sizes, bandwidth=bandwidth["bandwidth"])
+    sizes = model_sizes(cfg.model.path, dtype_bytes=wbytes, kv_dtype_bytes=kvbytes)
+    fitted.update(weight_bytes=sizes.step_weight_bytes,
+                  kv_bytes_per_token=sizes.kv_bytes_per_token, bandwidth=bandwidth["bandwidth"])
     if not args.calibration and first is None:  # what was measured, for --calibration
         atomic_write_json(root / "calibration.json", fitted)
-    return Physics(sizes["weight_bytes"], sizes["kv_bytes_per_token"], bandwidth["bandwidth"],
+    return Physics(sizes.step_weight_bytes, sizes.kv_bytes_per_token, bandwidth["bandwidth"],
                    table), fitted
 
 
@@ -300,11 +299,16 @@ def bench_table(results: dict) -> str:
                      f"{_num(r.get('floor_ratio'), '.2f'):>8}")
     lines += comparisons(results["runs"])
     for g in results.get("greedy", []):
-        if "agreement" in g:
-            a = g["agreement"]
-            lines.append(f"greedy tokens, {g['attention']} vs the other attention: {a['agree']}"
-                         f"/{a['tokens']} agree ({a['share']:.2%}) over {g['sequences']} "
-                         f"sequences of {g['tokens_each']} tokens")
+        for key, what in (("batch_vs_alone", "batched vs alone, same engine"),
+                          ("agreement", "vs the other attention, batched"),
+                          ("alone_agreement", "vs the other attention, alone")):
+            if key in g:
+                a = g[key]
+                lines.append(
+                    f"greedy tokens, {g['attention']} {what}: {a['agree']}/{a['tokens']} agree "
+                    f"({a['share']:.2%}) over {g['sequences']} sequences of {g['tokens_each']} "
+                    f"tokens; same history: {a['same_history_share']:.2%} of "
+                    f"{a['same_history_steps']} steps")
     for e in results.get("engines", []):
         lines.append(f"engine {e['engine_set']}: start {e['engine_start_s']} s "
                      f"({e['compile_cache']} compile cache); " + json.dumps(

@@ -44,14 +44,25 @@ def reinit_weights(model: torch.nn.Module) -> int:
 
 
 def agreement(a: list[list[int]], b: list[list[int]]) -> dict:
-    """Position-by-position agreement of two sets of greedy continuations."""
-    same = total = first = 0
+    """Position-by-position agreement of two sets of greedy continuations.
+
+    Up to a sequence's first difference both decoders saw the same history, so those steps are
+    a teacher-forced comparison: `same_history_steps` of them, `same_history_flips` ending in a
+    different token (the first difference itself). After it the histories part, and the
+    position-by-position share measures how fast two decoders drift apart, not a step's error."""
+    same = total = first = steps = flips = 0
     for x, y in zip(a, b):
         total += max(len(x), len(y))
         same += sum(u == v for u, v in zip(x, y))
-        first += next((i for i, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+        n = min(len(x), len(y))
+        k = next((i for i, (u, v) in enumerate(zip(x, y)) if u != v), n)
+        first += k
+        steps += min(k + 1, n)
+        flips += k < n
     return {"tokens": total, "agree": same, "share": round(same / total, 4) if total else None,
-            "mean_tokens_before_first_difference": round(first / max(len(a), 1), 1)}
+            "mean_tokens_before_first_difference": round(first / max(len(a), 1), 1),
+            "same_history_steps": steps, "same_history_flips": flips,
+            "same_history_share": round(1 - flips / steps, 4) if steps else None}
 
 
 def _batch(groups: int, seqs: int, prefix: int, suffix: int, lone: int, seed: int):
