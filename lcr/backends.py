@@ -146,6 +146,7 @@ class VllmBackend(Backend):
 
     engine = None
     structured = True
+    engine_start_s = None  # seconds the engine took to start (in the judge done marker)
 
     @staticmethod
     def weights(cfg: Config) -> dict:
@@ -168,13 +169,15 @@ class VllmBackend(Backend):
         # weak judge could otherwise fill its budget with whitespace inside the JSON
         structured = {} if self.mode == "none" else {"structured_outputs_config": {
             "backend": "xgrammar", "disable_any_whitespace": True}}
+        t0 = time.time()
         self.engine = Engine(
             resolve(j.model), self.cfg.engine,
-            cache_dir=compile_cache_dir(self.cfg.engine, self.cfg.run.root),
+            cache_dir=compile_cache_dir(self.cfg.engine, self.cfg.run.root), section="judge",
             tensor_parallel_size=j.tensor_parallel_size, max_model_len=j.max_model_len,
             kv_cache_memory_bytes=j.kv_cache_memory_bytes or self.cfg.engine.kv_cache_memory_bytes,
             shared_prefix_attention=False,  # judge prompts share no long prefix
             **structured)
+        self.engine_start_s = round(time.time() - t0, 3)
 
     def _params(self, max_new_tokens: int):
         greedy = SimpleNamespace(temperature=TEMPERATURE, top_p=1.0, top_k=-1,

@@ -357,6 +357,7 @@ def _judge_shard(rd: RunDir, cfg: Config, shard: int, out: str, backend,
             "n_judge_truncated": sum(truncated(r) for r in mine),
             "n_asked": stats["asked"], "n_cached": stats["cached"],
             "elapsed_s": round(time.time() - t0, 3), "file": path.name,
+            "engine_start_s": getattr(backend, "engine_start_s", None),
         }
         write_done(rd.judge_marker(shard, out), info)
     return info

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -70,3 +71,46 @@ def test_seed_replica_dry_run_renders_the_chain_without_slurm(tmp_path):
     n_questions = len(rd.questions_file.read_text().splitlines())
     assert plan["n_units"] == 5 * n_questions and f"total    8 {plan['n_units']:>5}" in out
     assert not rd.jobs_file.exists()  # nothing was submitted
+
+
+# jobs/gpu-smoke on the CPU: the tiny model in place of the 8B shapes, the sample documents as
+# they are (SMOKE_SCALE=1), answers of 32 tokens. The same scripts ran on an H200.
+SMOKE_CPU = " ".join(f"--set {s}" for s in (
+    "model.path='tiny'", "judge.model='tiny'", "engine.max_model_len=4096",
+    "engine.enable_chunked_prefill=false", "engine.kv_cache_memory_bytes=67108864",
+    "engine.load_format='auto'", "judge.max_model_len=4096", "slurm.gpus_per_node=0",
+    "slurm.judge_gpus_per_node=0", "sampling.max_new_tokens=32", "judge.max_new_tokens=64"))
+
+
+def _smoke(mode: str, tmp_path, extra: str = "") -> str:
+    env = {**os.environ, "SMOKE_SCALE": "1", "SMOKE_ROOT": str(tmp_path / "smoke"),
+           "SMOKE_SET": f"{SMOKE_CPU} {extra}"}
+    p = subprocess.run(["bash", "jobs/gpu-smoke/run.sh", mode, str(tmp_path / "out")],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def test_gpu_smoke_scripts_run_the_chain_and_the_kill_on_the_cpu(tmp_path):
+    out = _smoke("clean", tmp_path)
+    assert "== lcr submit: exit 0" in out
+    for stage in ("plan", "generate shard-0000", "merge", "judge shard-0000", "report",
+                  "whole chain"):
+        assert re.search(rf"^{stage} +\d+\.\d s", out, re.M), out
+    assert re.search(r"generate shard-0000 .*\(engine start [\d.]+ s, 63 records", out)
+    assert re.search(r"judge shard-0000 .*\(engine start [\d.]+ s, 63 records\)", out)
+    assert ("units planned 63, generate records 63 (keys written twice: 0), merged 63, "
+            "verdicts 63: every planned unit exactly once") in out
+    # a slower engine step, so that the kill lands mid-generation
+    out = _smoke("killed", tmp_path, "--set debug.unit_delay_s=0.3")
+    kept = int(re.search(r"== (\d+) records written; SIGKILL", out)[1])
+    assert 21 <= kept < 63 and re.search(r"generate +0 +partial +\d+/63", out), out
+    assert "== lcr rerun: exit 0" in out and "every planned unit exactly once" in out
+
+
+def test_gpu_smoke_unfit_window_is_one_line_on_the_cpu(tmp_path):
+    out = _smoke("unfit", tmp_path, "--set engine.kv_cache_memory_bytes=3145728")
+    # the weights case needs a CUDA card (lcr.fit.check_card); the window case runs anywhere
+    assert re.search(r"FitError: engine.batch_sets = 8: the shard's 7 largest document sets "
+                     r"need [\d,]+ tokens of KV cache at once .* but the engine's cache holds "
+                     r"6,144: use engine.batch_sets = \"auto\"", out), out

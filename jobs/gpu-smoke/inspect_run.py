@@ -42,11 +42,13 @@ def main(run: str, start: float) -> int:
             continue
         end = path.stat().st_mtime
         extra = ""
-        if path.suffix == ".done" and name.startswith("generate"):
+        if path.suffix == ".done" and name.startswith(("generate", "judge")):
             d = json.loads(path.read_text())
-            extra = (f" (engine start {d.get('engine_start_s')} s, {d.get('records')} records, "
-                     f"attention {d.get('shared_prefix_attention')!r}, decode "
-                     f"{d.get('output_tok_s')} tok/s)")
+            extra = f" (engine start {d.get('engine_start_s')} s, {d.get('records')} records"
+            if name.startswith("generate"):
+                extra += (f", attention {d.get('shared_prefix_attention')!r}, decode "
+                          f"{d.get('output_tok_s')} tok/s")
+            extra += ")"
         print(f"{name:<28} {end - t:7.1f} s{extra}")
         t = end
     print(f"{'whole chain':<28} {t - start:7.1f} s")

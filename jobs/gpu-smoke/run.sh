@@ -3,12 +3,32 @@
 #   bash jobs/gpu-smoke/run.sh clean OUT    # plan, submit (local executor), stage times
 #   bash jobs/gpu-smoke/run.sh killed OUT   # the same run, its generate job SIGKILLed mid-run,
 #                                           # then `lcr rerun`: nothing lost or duplicated
+#   bash jobs/gpu-smoke/run.sh unfit OUT    # settings the card cannot hold: one line each
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 MODE=${1:-clean} OUT=${2:-/tmp/out} ROOT=${SMOKE_ROOT:-/tmp/smoke}
 mkdir -p "$OUT"
 python3 jobs/gpu-smoke/build.py "$ROOT" "${SMOKE_SCALE:-40}" || exit 1
 RUN=gpu-smoke-$MODE
+if [ "$MODE" = unfit ]; then  # each: plan, submit, the one line submit and status print
+  for case in "weights:engine.gpu_memory_utilization=0.1" \
+              "window:engine.batch_sets=8;engine.gpu_memory_utilization=0.3"; do
+    name=${case%%:*} sets=() RUN=gpu-smoke-unfit-$name
+    IFS=';' read -ra kv <<<"${case#*:}"
+    for x in "${kv[@]}"; do sets+=(--set "$x"); done
+    ARGS=(jobs/gpu-smoke/job.toml --set "run.root='$ROOT/runs'" --set "run.name='$RUN'"
+          --set "data.path='$ROOT/snapshot'" --set "model.path='$ROOT/model'"
+          --set "judge.model='$ROOT/model'" "${sets[@]}" ${SMOKE_SET:-})
+    python3 -m lcr.cli plan "${ARGS[@]}" >"$OUT/plan-unfit-$name.txt" 2>&1
+    START=$(date +%s.%N)
+    python3 -m lcr.cli submit "${ARGS[@]}" >"$OUT/submit-unfit-$name.log" 2>&1
+    echo "== $name (${case#*:}): lcr submit exit $? after $(python3 -c \
+      "print(round($(date +%s.%N) - $START, 1))") s"
+    grep -A3 "error:" "$OUT/submit-unfit-$name.log" | grep -v "INFO\|WARNING"
+    python3 -m lcr.cli status "$ROOT/runs/$RUN" 2>&1 | grep -v "INFO\|WARNING" | tail -6
+  done
+  exit 0
+fi
 ARGS=(jobs/gpu-smoke/job.toml --set "run.root='$ROOT/runs'" --set "run.name='$RUN'"
       --set "data.path='$ROOT/snapshot'" --set "model.path='$ROOT/model'"
       --set "judge.model='$ROOT/model'" ${SMOKE_SET:-})  # SMOKE_SET: a CPU rehearsal
