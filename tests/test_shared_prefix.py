@@ -39,9 +39,9 @@ class Batch:
         self.q = torch.randn((self.tokens, HEADS, DIM), generator=g)
         self.max_blocks = -(-int(self.seq_lens.max()) // BLOCK)
 
-    def plan(self):
+    def plan(self, max_groups=None):
         return plan_groups(self.table, self.seq_lens, self.qsl, self.tokens, BLOCK,
-                           self.max_blocks, MIN_BLOCKS)
+                           self.max_blocks, MIN_BLOCKS, max_groups)
 
     def full(self):
         out, _ = paged_varlen(self.q, self.k, self.v, None, self.qsl, self.seq_lens,
@@ -53,7 +53,7 @@ class Batch:
         out = torch.full_like(self.q, float("nan"))
         split_attention(self.q, self.k, self.v, out, plan, self.qsl,
                         int((self.qsl[1:] - self.qsl[:-1]).max()), int(self.seq_lens.max()),
-                        self.table, paged_varlen, merge)
+                        paged_varlen, merge)
         return out[: int(self.qsl[-1])]
 
 
@@ -143,6 +143,41 @@ def test_split_equals_full_on_random_batches(seed):
     b = Batch(reqs, pad_tokens=rng.randint(0, 2), seed=seed)
     p = b.plan()
     torch.testing.assert_close(b.split(p), b.full(), rtol=1e-5, atol=1e-5)
+    groups = int(p.stats[0])
+    for bound in {1, max(groups - 1, 1), max(groups, 1), groups + 2}:  # the lagged bound
+        bounded = b.plan(bound)
+        assert bounded.num_entries == min(bound, b.n) and bounded.stats.tolist() == \
+            p.stats.tolist()  # every group is reported, also those past the bound
+        assert int((bounded.prefix_lens > 0).sum()) == min(groups, bound)
+        torch.testing.assert_close(b.split(bounded), b.full(), rtol=1e-5, atol=1e-5)
+
+
+def test_groups_past_the_bound_run_ungrouped_and_exact():
+    b = Batch(MIXED, pad_tokens=2)
+    p = b.plan(max_groups=1)  # the host last saw one group; this step has two
+    assert p.num_entries == 1 and p.stats.tolist() == [2, 5]
+    assert p.prefix_lens.tolist() == [4 * BLOCK] and p.cu_prefix.tolist() == [0, 3]
+    assert p.prefix_table[0].tolist() == b.table[0, :p.prefix_table.shape[1]].tolist()  # a1
+    q_start, src = b.qsl.tolist(), p.token_src.tolist()
+    assert [src[q_start[i]] for i in (0, 3, 5)] == [0, 1, 2]
+    assert src[q_start[1]] == src[q_start[6]] == 8  # b1, b2: no prefix this step
+    w = p.suffix_table.shape[1]
+    assert p.suffix_lens[1] == b.seq_lens[1] and p.suffix_table[1].tolist() == b.table[
+        1, :w].tolist()
+    torch.testing.assert_close(b.split(p), b.full(), rtol=1e-5, atol=1e-5)
+    # entries beyond the groups stay empty (a set about to enter the window)
+    p = b.plan(max_groups=4)
+    assert p.prefix_lens.tolist() == [4 * BLOCK, 4 * BLOCK, 0, 0]
+    assert p.prefix_table[1].tolist() == b.table[1, :p.prefix_table.shape[1]].tolist()  # b1
+    torch.testing.assert_close(b.split(p), b.full(), rtol=1e-5, atol=1e-5)
+
+
+def test_prefix_splits_follow_the_h200_measurements():
+    from lcr.shared_prefix.plan import prefix_splits
+
+    assert prefix_splits(9, 8, 132) == prefix_splits(10, 8, 132) == 1  # one split fastest
+    assert prefix_splits(5, 8, 132) == 4 and prefix_splits(4, 8, 132) == 5
+    assert prefix_splits(1, 8, 132) == 17 and prefix_splits(0, 8, 132) == 17
 
 
 # ---- where it can run: plan time, engine start ------------------------------------------------

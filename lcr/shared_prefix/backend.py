@@ -29,7 +29,7 @@ from vllm.v1.attention.backends.flash_attn import (
 )
 from vllm.v1.attention.ops.merge_attn_states import merge_attn_states
 
-from lcr.shared_prefix.plan import plan_groups
+from lcr.shared_prefix.plan import GROUP_SLACK, plan_groups, prefix_splits
 from lcr.shared_prefix.split import split_attention
 from lcr.shared_prefix.support import MIN_SHARED_BLOCKS
 
@@ -93,17 +93,18 @@ class SharedPrefixBuilder(FlashAttentionMetadataBuilder):
         qsl = cm.query_start_loc_cpu[: r + 1]
         if int(((qsl[1:] - qsl[:-1]) == 1).sum()) < 2:
             return None  # fewer than two decoding requests: no group is possible
+        known = self.lagged.known
+        # Prefix entries: the groups last read back plus room for sets entering the window
+        # (groups past the bound run ungrouped for a step or two, exactly).
+        bound = None if known is None else known[0] + GROUP_SLACK
         plan = plan_groups(cm.block_table_tensor[:r], cm.seq_lens[:r],
                            cm.query_start_loc[: r + 1], cm.num_actual_tokens, self.block_size,
-                           math.ceil(cm.max_seq_len / self.block_size), self.min_blocks)
+                           math.ceil(cm.max_seq_len / self.block_size), self.min_blocks, bound)
         self.lagged.push(plan.stats)
-        known = self.lagged.known
         if known is not None and known[0] == 0:
             return None  # the last steps the device finished had no group: stock path
-        groups = known[0] if known else 1
-        # Enough CTAs to fill the GPU: each group's prefix is split along its length.
-        plan.num_splits = max(1, min(32, math.ceil(2 * self.num_sms / (
-            groups * max(self.num_heads_kv, 1)))))
+        plan.num_splits = prefix_splits(known[0] if known else 1, self.num_heads_kv,
+                                        self.num_sms)
         return plan
 
 
@@ -122,8 +123,8 @@ class SharedPrefixImpl(FlashAttentionImpl):
         value_cache = canonicalize_singleton_dim_strides(value_cache)
         split_attention(query, key_cache, value_cache, output, plan,
                         attn_metadata.query_start_loc, attn_metadata.max_query_len,
-                        attn_metadata.max_seq_len, attn_metadata.block_table,
-                        self._varlen(layer), merge_attn_states, plan.num_splits)
+                        attn_metadata.max_seq_len, self._varlen(layer), merge_attn_states,
+                        plan.num_splits)
         return output
 
     def _varlen(self, layer):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lcr.shared_prefix.plan import plan_groups
+from lcr.shared_prefix.plan import GROUP_SLACK, plan_groups, prefix_splits
 from lcr.shared_prefix.reference import paged_varlen
 from lcr.shared_prefix.split import split_attention
 from lcr.shared_prefix.support import MIN_SHARED_BLOCKS
@@ -133,16 +133,18 @@ def check_shape(groups: int, seqs: int, prefix: int, suffix: int = 300, lone: in
                                       softmax_scale=scale, causal=True, block_table=bt,
                                       fa_version=3)
 
-    def plan():
+    def plan(bound=None):
         return plan_groups(bt, seq_lens, qsl, r, BLOCK, math.ceil(max_len / BLOCK),
-                           MIN_SHARED_BLOCKS)
+                           MIN_SHARED_BLOCKS, bound)
 
-    p = plan()
-    splits = max(1, min(32, math.ceil(2 * 132 / (max(int(p.stats[0]), 1) * KV_HEADS))))
+    groups_seen = int(plan().stats[0])  # as the builder reads it back a step later
+    p = plan(groups_seen + GROUP_SLACK)
+    splits = prefix_splits(groups_seen, KV_HEADS, torch.cuda.get_device_properties(
+        dev).multi_processor_count)
     out = torch.full_like(q, float("nan"))
 
     def split(n=splits):
-        return split_attention(q, key_cache, value_cache, out, p, qsl, 1, max_len, bt, varlen,
+        return split_attention(q, key_cache, value_cache, out, p, qsl, 1, max_len, varlen,
                                merge_attn_states, n)
 
     ref_stock, got = stock(), split().clone()
@@ -158,7 +160,18 @@ def check_shape(groups: int, seqs: int, prefix: int, suffix: int = 300, lone: in
                ref_stock[rows], ref), "nan": bool(torch.isnan(got).any()),
            "stock_ms": round(_time(stock), 3), "split_ms": round(_time(split), 3),
            "split_auto_splits_ms": round(_time(lambda: split(0)), 3),
-           "plan_ms": round(_time(plan), 3)}
+           "plan_ms": round(_time(lambda: plan(groups_seen + GROUP_SLACK)), 3)}
+    # where the split's time goes: its two FA3 calls alone, and the whole split by splits
+    grouped_q = q.index_select(0, p.q_index)
+    prefix_out = torch.zeros_like(q)
+    res["prefix_call_ms"] = round(_time(lambda: varlen(
+        grouped_q, key_cache, value_cache, prefix_out, p.cu_prefix, p.prefix_lens, r,
+        p.max_prefix, p.prefix_table, False, splits)), 3)
+    res["suffix_call_ms"] = round(_time(lambda: varlen(
+        q, key_cache, value_cache, None, qsl, p.suffix_lens, 1, max_len, p.suffix_table, True,
+        0)), 3)
+    res["split_ms_by_splits"] = {n: round(_time(lambda n=n: split(n)), 3)
+                                 for n in SPLITS_SWEEP}
     kv_bytes = 2 * KV_HEADS * DIM * 2
     res["prefix_once_ms_at_4.3TBps"] = round(
         groups * prefix * kv_bytes / 4.3e12 * 1e3, 3)
@@ -169,6 +182,7 @@ def _rel(a, b) -> float:
     return round(float((a.float() - b.float()).norm() / b.float().norm()), 6)
 
 
+SPLITS_SWEEP = (1, 2, 4, 8, 16, 32, 64)
 SHAPES = [(5, 12, 100_000), (9, 10, 94_000), (9, 3, 94_000), (1, 1, 100_000), (10, 12, 33_000),
           (4, 9, 100_000, 300, 6)]
 
@@ -189,12 +203,15 @@ def run_checks(json_path: str | None = None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     ok = all(r["rel_err_vs_stock"] <= 1e-2 and not r["nan"] for r in rows)
     print(f"{'groups x seqs, prefix':<24}{'stock ms':>9}{'split ms':>9}{'auto-split':>11}"
-          f"{'once@4.3':>9}{'rel err':>9}{'vs fp32':>9}")
+          f"{'once@4.3':>9}{'prefix':>8}{'suffix':>8}{'rel err':>9}{'vs fp32':>9}  "
+          f"split ms by splits {'/'.join(map(str, SPLITS_SWEEP))}")
     for r in rows:
         print(f"{r['groups']} x {r['seqs']} (+{r['lone']}), {r['prefix']:,}".ljust(24)
               + f"{r['stock_ms']:>9}{r['split_ms']:>9}{r['split_auto_splits_ms']:>11}"
-              f"{r['prefix_once_ms_at_4.3TBps']:>9}{r['rel_err_vs_stock']:>9.1e}"
-              f"{r['rel_err_vs_fp32']:>9.1e}")
+              f"{r['prefix_once_ms_at_4.3TBps']:>9}{r['prefix_call_ms']:>8}"
+              f"{r['suffix_call_ms']:>8}{r['rel_err_vs_stock']:>9.1e}"
+              f"{r['rel_err_vs_fp32']:>9.1e}  "
+              + "/".join(str(v) for v in r["split_ms_by_splits"].values()))
     if json_path:
         Path(json_path).write_text(json.dumps(rows, indent=1))
     print("attention check:", "PASS" if ok else "FAIL (relative error above 1e-2 or NaN)")
