@@ -58,18 +58,19 @@ class LaggedStats:
         self.known: tuple[int, int] | None = None  # (groups, grouped requests)
 
     def push(self, stats: torch.Tensor) -> None:
-        self._poll()
         host, event = self.slots[self.turn % len(self.slots)]
         host.copy_(stats, non_blocking=True)
         event.record()
         self.turn += 1
 
-    def _poll(self) -> None:
+    def poll(self) -> tuple[int, int] | None:
+        """The newest counts the device has finished, without waiting (None: none yet)."""
         for k in range(len(self.slots)):  # newest first
             host, event = self.slots[(self.turn - 1 - k) % len(self.slots)]
             if self.turn - 1 - k >= 0 and event.query():
                 self.known = (int(host[0]), int(host[1]))
-                return
+                break
+        return self.known
 
 
 class SharedPrefixBuilder(FlashAttentionMetadataBuilder):
@@ -93,7 +94,7 @@ class SharedPrefixBuilder(FlashAttentionMetadataBuilder):
         qsl = cm.query_start_loc_cpu[: r + 1]
         if int(((qsl[1:] - qsl[:-1]) == 1).sum()) < 2:
             return None  # fewer than two decoding requests: no group is possible
-        known = self.lagged.known
+        known = self.lagged.poll()
         # Prefix entries: the groups last read back plus room for sets entering the window
         # (groups past the bound run ungrouped for a step or two, exactly).
         bound = None if known is None else known[0] + GROUP_SLACK
