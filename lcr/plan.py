@@ -15,7 +15,8 @@ import shutil
 from collections import Counter
 
 from lcr.config import Config, ConfigError
-from lcr.cost import pack, replica_parts, units_cost
+from lcr.cost import capacity_from, pack, replica_parts, set_demands, units_cost
+from lcr.fit import FitError, check_window
 from lcr.io import atomic_write_json, atomic_write_text
 from lcr.overrides import fixed_differences, sealed_settings
 from lcr.provenance import config_toml
@@ -169,7 +170,8 @@ def plan_table(plan: dict, questions: list[dict], cfg: Config) -> str:
             f"{max(rr_secs) / 60:.2f} min; document-set sharding saves "
             f"{(1 - total / sum(rr_secs)) * 100:.0f}% ({sum(rr_secs) / total:.2f}x cheaper)"
         )
-    warnings = [greedy_seeds_warning(plan, qinfo, cfg), *time_limit_warnings(cfg)]
+    warnings = [greedy_seeds_warning(plan, qinfo, cfg), *time_limit_warnings(cfg),
+                *window_warnings(plan, qinfo, cfg)]
     lines += [w for w in warnings if w]
     return "\n".join(lines)
 
@@ -188,6 +190,23 @@ def time_limit_warnings(cfg: Config) -> list[str]:
             f"slurm.max_requeue = {s.max_requeue} requeues; raise {key} (or lower "
             "slurm.signal_delay_s)"
             for key, minutes, stage in limits if minutes * 60 <= start + s.signal_delay_s]
+
+
+def window_warnings(plan: dict, qinfo: dict, cfg: Config) -> list[str]:
+    """A fixed window (engine.batch_sets = N) whose first sets overflow the KV cache the planner
+    assumes (cost.kv_tokens): said before the jobs queue; the engine refuses it at start, on
+    the cache it really has (lcr.fit.check_window)."""
+    if cfg.engine.batch_sets == "auto":
+        return []
+    out = []
+    for s in plan["shards"]:
+        demands = set_demands(s["units"], qinfo, cfg.sampling.max_new_tokens)
+        try:
+            check_window(demands, capacity_from(cfg))
+        except FitError as why:
+            out.append(f"warning: shard {s['index']}: {why} (the cache as cost.kv_tokens "
+                       "assumes it; generate checks the engine's own at start and stops there)")
+    return out
 
 
 def greedy_seeds_warning(plan: dict, qinfo: dict, cfg: Config) -> str | None:

@@ -458,6 +458,25 @@ def test_time_limit_shorter_than_engine_start_warns_at_plan_time(tmp_path, capsy
     assert code == 0 and "cannot cover" not in out
 
 
+def test_a_fixed_window_the_assumed_cache_cannot_hold_warns_at_plan_time(tmp_path, capsys):
+    """Before the jobs queue: the same check generate makes on the engine's real cache."""
+    root = f"run.root={str(tmp_path)!r}"
+    code, out, _ = cli(capsys, "plan", DEMO, "--set", root, "--set", "engine.batch_sets=3",
+                       "--set", "cost.kv_tokens=2048")
+    assert code == 0
+    warned = [ln for ln in out.splitlines() if ln.startswith("warning: shard ")]
+    assert warned and all(
+        re.match(r"warning: shard \d+: engine.batch_sets = 3: the shard's [23] largest document "
+                 r"sets need [\d,]+ tokens of KV cache at once .* but the engine's cache holds "
+                 r"2,048: use engine.batch_sets = \"auto\" .* \(the cache as cost.kv_tokens "
+                 r"assumes it; generate checks the engine's own at start and stops there\)$",
+                 ln) for ln in warned), warned
+    for more in ("engine.batch_sets='auto'", "cost.kv_tokens=10000000"):
+        code, out, _ = cli(capsys, "plan", DEMO, "--set", root, "--set", "engine.batch_sets=3",
+                           "--set", "cost.kv_tokens=2048", "--set", more, "--force")
+        assert code == 0 and "warning: shard" not in out
+
+
 def test_failed_plan_leaves_no_folder_and_no_lock(tmp_path, capsys):
     root = tmp_path / "new" / "root"
     code, _, err = cli(capsys, "plan", DEMO, "--set", f"run.root={str(root)!r}", "--set",
