@@ -34,9 +34,14 @@ class Completion:
     elapsed: float = 0.0  # seconds from entering the engine to the last token (streaming)
 
 
+def applied(e: EngineSection, overrides: dict) -> EngineSection:
+    """The [engine] section with the per-use overrides that name its keys (the judge's sizes)."""
+    return dataclasses.replace(e, **{k: v for k, v in overrides.items() if hasattr(e, k)})
+
+
 def engine_kwargs(model: str, e: EngineSection, **overrides) -> dict:
     """Keyword arguments for vllm.LLM from an [engine] section (plus per-use overrides)."""
-    e = dataclasses.replace(e, **{k: v for k, v in overrides.items() if hasattr(e, k)})
+    e = applied(e, overrides)
     kwargs = dict(
         model=model,
         tensor_parallel_size=e.tensor_parallel_size,
@@ -91,12 +96,11 @@ class Engine:
             # (No torch.cuda probe here: it would initialise CUDA before vLLM forks.)
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-        self.shared_prefix = self._attention(model, e, overrides)
+        self.shared_prefix = self._attention(model, applied(e, overrides))
         self.kwargs = engine_kwargs(model, e, **overrides)
         if not current_platform.is_cpu():  # the card's size from NVML: CUDA stays uninitialised
-            check_engine(model, dataclasses.replace(
-                e, **{k: v for k, v in overrides.items() if hasattr(e, k)}), section,
-                current_platform.get_device_total_memory(0))
+            check_engine(model, applied(e, overrides), section,
+                         current_platform.get_device_total_memory(0))
         if self.shared_prefix == "on":
             self.kwargs["attention_backend"] = "CUSTOM"
         log.info("starting vLLM engine: %s", self.kwargs)
@@ -104,12 +108,11 @@ class Engine:
         self.max_model_len = self.kwargs["max_model_len"]
 
     @staticmethod
-    def _attention(model: str, e: EngineSection, overrides: dict) -> str:
+    def _attention(model: str, e: EngineSection) -> str:
         """"on", or why shared-prefix attention is off (lcr.shared_prefix.support)."""
         from lcr.shared_prefix.plugin import register
         from lcr.shared_prefix.support import resolve
 
-        e = dataclasses.replace(e, **{k: v for k, v in overrides.items() if hasattr(e, k)})
         on, why = resolve(e, model)
         if on:
             register()  # this process too (an in-process engine loads no entry points)

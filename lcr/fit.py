@@ -118,11 +118,9 @@ def check_engine(model: str, e, section: str, card_bytes: int) -> None:
 
 def check_window(demands: list[SetDemand], cap: Capacity) -> None:
     """FitError if a fixed window's first (largest) sets need more KV than the cache holds."""
-    if not cap.max_sets or len(demands) < 2:
-        return
-    first = order_sets(demands, cap.block)[:cap.max_sets]
+    first = order_sets(demands, cap.block)[:cap.max_sets] if cap.max_sets else []
     if len(first) < 2:
-        return
+        return  # one set runs alone, however large
     need = sum(d.footprint(cap.block) for d in first)
     if need > cap.blocks:
         fits, total = 0, 0

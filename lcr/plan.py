@@ -196,13 +196,14 @@ def window_warnings(plan: dict, qinfo: dict, cfg: Config) -> list[str]:
     """A fixed window (engine.batch_sets = N) whose first sets overflow the KV cache the planner
     assumes (cost.kv_tokens): said before the jobs queue; the engine refuses it at start, on
     the cache it really has (lcr.fit.check_window)."""
-    if cfg.engine.batch_sets == "auto":
+    cap = capacity_from(cfg)
+    if not cap.max_sets:
         return []
     out = []
     for s in plan["shards"]:
         demands = set_demands(s["units"], qinfo, cfg.sampling.max_new_tokens)
         try:
-            check_window(demands, capacity_from(cfg))
+            check_window(demands, cap)
         except FitError as why:
             out.append(f"warning: shard {s['index']}: {why} (the cache as cost.kv_tokens "
                        "assumes it; generate checks the engine's own at start and stops there)")

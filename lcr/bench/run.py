@@ -83,7 +83,6 @@ def start_engine(cfg: Config, root: Path):
     return engine, round(time.time() - t0, 1), state
 
 
-
 def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, args,
                      bandwidth: dict | None, root: Path,
                      first: dict | None = None) -> tuple[Physics | None, dict]:

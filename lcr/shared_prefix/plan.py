@@ -90,7 +90,6 @@ def plan_groups(block_table: torch.Tensor, seq_lens: torch.Tensor,
     in_group = same & grouped[:, None]
     big = torch.iinfo(torch.int64).max
     prefix_blocks = torch.where(in_group, shared[None, :], big).amin(dim=1)
-    prefix_blocks = torch.where(grouped, prefix_blocks, 0)
     # Groups by their leader's slot, then packed first: group g is entry g. Groups past the
     # host's bound `e` stay ungrouped this step (exact: they attend in the suffix call).
     leads_all = torch.zeros(r, dtype=torch.int64, device=dev).scatter_add_(
@@ -98,8 +97,7 @@ def plan_groups(block_table: torch.Tensor, seq_lens: torch.Tensor,
     rank_of_leader = torch.cumsum(leads_all.to(torch.int64), dim=0) - 1
     kept = leads_all & (rank_of_leader < e)
     grouped_all = grouped
-    grouped = grouped & kept.index_select(0, leader)
-    in_group = in_group & grouped[:, None]
+    grouped = grouped & kept.index_select(0, leader)  # a group is kept or dropped whole
     prefix_blocks = torch.where(grouped, prefix_blocks, 0)
     entry = torch.where(grouped, rank_of_leader.index_select(0, leader), e)  # e: no entry
     counts = torch.zeros(e + 1, dtype=torch.int64, device=dev).scatter_add_(
