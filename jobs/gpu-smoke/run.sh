@@ -9,6 +9,12 @@ cd "$(dirname "$0")/../.."
 MODE=${1:-clean} OUT=${2:-/tmp/out} ROOT=${SMOKE_ROOT:-/tmp/smoke}
 mkdir -p "$OUT"
 python3 jobs/gpu-smoke/build.py "$ROOT" "${SMOKE_SCALE:-40}" || exit 1
+args() {  # ARGS for run $1 with more --set pairs; SMOKE_SET (a CPU rehearsal) comes last
+  local run=$1; shift
+  ARGS=(jobs/gpu-smoke/job.toml --set "run.root='$ROOT/runs'" --set "run.name='$run'"
+        --set "data.path='$ROOT/snapshot'" --set "model.path='$ROOT/model'"
+        --set "judge.model='$ROOT/model'" "$@" ${SMOKE_SET:-})
+}
 RUN=gpu-smoke-$MODE
 if [ "$MODE" = unfit ]; then  # each: plan, submit, the one line submit and status print
   for case in "weights:engine.gpu_memory_utilization=0.1" \
@@ -16,9 +22,7 @@ if [ "$MODE" = unfit ]; then  # each: plan, submit, the one line submit and stat
     name=${case%%:*} sets=() RUN=gpu-smoke-unfit-$name
     IFS=';' read -ra kv <<<"${case#*:}"
     for x in "${kv[@]}"; do sets+=(--set "$x"); done
-    ARGS=(jobs/gpu-smoke/job.toml --set "run.root='$ROOT/runs'" --set "run.name='$RUN'"
-          --set "data.path='$ROOT/snapshot'" --set "model.path='$ROOT/model'"
-          --set "judge.model='$ROOT/model'" "${sets[@]}" ${SMOKE_SET:-})
+    args "$RUN" "${sets[@]}"
     python3 -m lcr.cli plan "${ARGS[@]}" >"$OUT/plan-unfit-$name.txt" 2>&1
     START=$(date +%s.%N)
     python3 -m lcr.cli submit "${ARGS[@]}" >"$OUT/submit-unfit-$name.log" 2>&1
@@ -29,9 +33,7 @@ if [ "$MODE" = unfit ]; then  # each: plan, submit, the one line submit and stat
   done
   exit 0
 fi
-ARGS=(jobs/gpu-smoke/job.toml --set "run.root='$ROOT/runs'" --set "run.name='$RUN'"
-      --set "data.path='$ROOT/snapshot'" --set "model.path='$ROOT/model'"
-      --set "judge.model='$ROOT/model'" ${SMOKE_SET:-})  # SMOKE_SET: a CPU rehearsal
+args "$RUN"
 START=$(date +%s.%N)
 python3 -m lcr.cli plan "${ARGS[@]}" >"$OUT/plan-$MODE.txt" 2>&1
 echo "== lcr plan: exit $? ($(python3 -c "print(round($(date +%s.%N) - $START, 1))") s)"

@@ -21,10 +21,13 @@ bench() {  # NAME ARGS...: one bench, its log, its table
   grep -E "faster|greedy|x floor|^(defaults|shared)|Error|error:|Traceback" "$OUT/$name.log" | \
     grep -v "INFO\|DEBUG" | tail -25
 }
+opcheck() {  # one layer, random KV: errors against stock and fp32, kernel times
+  timeout 120 python3 -m lcr.cli bench --attention-check --json "$OUT/ops.json" 2>&1 | \
+    grep -v "INFO\|WARNING" | tail -12
+}
 case $STEP in
   a)
-    timeout 120 python3 -m lcr.cli bench --attention-check --json "$OUT/ops.json" 2>&1 | \
-      grep -v "INFO\|WARNING" | tail -12
+    opcheck
     LIMIT=420 bench a --scale 0.33 --shards 1 --output-tokens 512 --policies document_set,naive \
       --engine-set "" --engine-set "shared_prefix_attention=false" --calibrate \
       --calibrate-steps 48 --greedy 256 --work-dir /tmp/ba
@@ -39,8 +42,7 @@ case $STEP in
       --engine-set "shared_prefix_attention=false;policies=naive" \
       --calibration /tmp/ba/calibration.json --work-dir /tmp/bc ;;
   g)
-    timeout 120 python3 -m lcr.cli bench --attention-check --json "$OUT/ops.json" 2>&1 | \
-      grep -v "INFO\|WARNING" | tail -12
+    opcheck
     LIMIT=330 bench g --scale 0.1 --shards 1 --output-tokens 64 --policies document_set \
       --engine-set "" --engine-set "shared_prefix_attention=false" --greedy 256 \
       --calibration jobs/gpu/results/2026-12-01-h200/calibration.json --work-dir /tmp/bg
