@@ -30,7 +30,7 @@ case $STEP in
     opcheck
     LIMIT=420 bench a --scale 0.33 --shards 1 --output-tokens 512 --policies document_set,naive \
       --engine-set "" --engine-set "shared_prefix_attention=false" --calibrate \
-      --calibrate-steps 48 --greedy 256 --work-dir /tmp/ba
+      --calibrate-steps 48 --work-dir /tmp/ba
     cp /tmp/ba/calibration.json "$OUT/calibration.json" ;;
   b)
     bench b --scale 0.33 --shards 1 --output-tokens 1024 --policies document_set \

@@ -143,8 +143,11 @@ def measure_decode(engine, points: list[DecodePoint], vocab: int, steps: tuple[i
 def decode_points(long: int, kv_tokens: int, budget: int) -> list[DecodePoint]:
     """Batch shapes that separate the model's terms and fit in the KV cache."""
     mid, short = max(long // 3, 64), min(1024, max(long // 8, 32))
+    # the last two are the shapes real windows decode in: ~12 sequences (3-4 questions x 3
+    # seeds) on each of several sets, on prefixes that earlier shapes have already cached
     shapes = [(1, 1, short), (1, 64, short), (1, 1, long), (1, 8, long), (1, 32, mid),
-              (3, 4, long), (8, 8, mid), (4, 32, max(mid // 4, 32))]
+              (3, 4, long), (8, 8, mid), (4, 32, max(mid // 4, 32)), (3, 12, long),
+              (10, 12, mid)]
     out = []
     for sets, seqs, prefix in shapes:
         need = sets * prefix + sets * seqs * (budget + 64)
