@@ -172,3 +172,22 @@ def test_bench_work_folder_is_per_user():
 def test_attention_check_needs_a_gpu():
     with pytest.raises(ConfigError, match="needs FlashAttention 3 on a CUDA GPU: no CUDA GPU"):
         run_bench(_args("--attention-check"))
+
+
+def test_shared_prefix_fit_holds_kv_reads_at_their_bandwidth_cost():
+    from lcr.bench.calibrate import DecodePoint, fit_decode
+
+    # host-bound steps: a fixed 10 ms whatever is read, which a free fit prices as reads at 0
+    pts = [DecodePoint(s, u, p, step_s=0.010 + 1e-5 * s * u)
+           for s, u, p in [(1, 1, 1024), (1, 64, 1024), (1, 8, 100_000), (3, 12, 100_000),
+                           (10, 12, 33_333), (4, 32, 8_333)]]
+    free = fit_decode(pts, 32, 40, shared_prefix=True)
+    assert free["spa_prefix_s"] < 1e-3 and free["spa_ctx_s"] < 1e-3
+    held = fit_decode(pts, 32, 40, shared_prefix=True, read_s=0.031)
+    assert held["spa_prefix_s"] == held["spa_ctx_s"] == 0.031
+    assert held["spa_step_s"] > 0 and held["max_rel_error"] > free["max_rel_error"]
+    # the stock fit only keeps its terms at 0 or above: shared blocks re-read by several
+    # sequences in one step are partly served from L2, below the DRAM cost
+    stock = fit_decode(pts, 32, 40, read_s=0.031)
+    assert min(stock[k] for k in ("step_s", "step_seq_s", "step_ctx_s", "step_shared_s")) >= 0
+    assert fit_decode([], 32, 40, True, 0.031)["max_rel_error"] == 0.0

@@ -3,6 +3,7 @@
 #   bash jobs/gpu/shared-prefix.sh a OUT     # op check; (a) 512 tokens: calibrate, both engines
 #   bash jobs/gpu/shared-prefix.sh b OUT     # (b) 1024 tokens: shared-prefix and naive
 #   bash jobs/gpu/shared-prefix.sh c OUT     # (c) real lengths, first 12 sets: both
+#   bash jobs/gpu/shared-prefix.sh r OUT     # op check; (a) on the shared-prefix engine, calibrating
 #   bash jobs/gpu/shared-prefix.sh g OUT     # op check; greedy agreement with batch controls
 # Every bench runs the shared-prefix engine first, then the stock engine (naive: every unit in
 # one generate call). Results: OUT/*.json and logs; the table ends each log.
@@ -41,6 +42,11 @@ case $STEP in
       --policies document_set --engine-set "" \
       --engine-set "shared_prefix_attention=false;policies=naive" \
       --calibration /tmp/ba/calibration.json --work-dir /tmp/bc ;;
+  r)  # op check; (a) again on the shared-prefix engine alone, calibrating (fit rule of 12-02)
+    opcheck
+    LIMIT=280 bench r --scale 0.33 --shards 1 --output-tokens 512 --policies document_set \
+      --engine-set "" --calibrate --calibrate-steps 48 --work-dir /tmp/br
+    cp /tmp/br/calibration.json "$OUT/calibration.json" ;;
   g)
     opcheck
     LIMIT=330 bench g --scale 0.1 --shards 1 --output-tokens 64 --policies document_set \

@@ -174,22 +174,26 @@ COST_TERMS = ["prefill_tok_s", "attn_tokens", *STOCK_TERMS, *SHARED_PREFIX_TERMS
 
 
 def fit_decode(points: list[DecodePoint], suffix: int, mid: float,
-               shared_prefix: bool = False) -> dict:
-    """Non-negative least squares of the step model (terms fitted below zero are dropped):
-    the stock constants, or with `shared_prefix` those of shared-prefix attention."""
+               shared_prefix: bool = False, read_s: float = 0.0) -> dict:
+    """Least squares of the step model with every term at least 0: the stock constants, or
+    with `shared_prefix` those of shared-prefix attention. There `read_s` (seconds per million
+    KV tokens read at the measured bandwidth, 0: unknown) is also the least a context or
+    prefix token can cost: each is read from memory once per step, so a fit that prices them
+    cheaper (host-bound small batches pull it there) is held at that cost."""
+    from scipy.optimize import lsq_linear
+
     x = np.array([p.features(suffix, mid, shared_prefix) for p in points])
     y = np.array([p.step_s for p in points])
     names = SHARED_PREFIX_TERMS if shared_prefix else STOCK_TERMS
-    keep = list(range(len(names)))
-    while keep:
-        coef, *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
-        if (coef >= 0).all():
-            break
-        keep.pop(int(np.argmin(coef)))
     out = dict.fromkeys(names, 0.0)
-    out.update({names[k]: float(f"{c:.4g}") for k, c in zip(keep, coef)})
-    pred = x[:, keep] @ coef if keep else np.zeros_like(y)
-    out["max_rel_error"] = round(float(np.max(np.abs(pred - y) / y)), 3) if len(y) else 0.0
+    if not len(y):
+        return {**out, "max_rel_error": 0.0}
+    low = np.zeros(len(names))
+    if shared_prefix:
+        low[names.index("spa_ctx_s")] = low[names.index("spa_prefix_s")] = read_s
+    coef = lsq_linear(x, y, bounds=(low, np.inf)).x
+    out.update({n: float(f"{c:.4g}") for n, c in zip(names, coef)})
+    out["max_rel_error"] = round(float(np.max(np.abs(x @ coef - y) / y)), 3)
     return out
 
 

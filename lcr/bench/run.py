@@ -34,7 +34,7 @@ from lcr.bench.layouts import run_layouts
 from lcr.bench.policies import POLICIES, run_policy
 from lcr.bench.workload import dummy_model_dir, output_lengths, workload, write_workload
 from lcr.config import Config, ConfigError, apply_override, load_config, validate
-from lcr.cost import Physics
+from lcr.cost import MTOK, Physics
 from lcr.io import atomic_write_json
 from lcr.plan import make_units
 from lcr.rundir import RunDir
@@ -105,6 +105,8 @@ def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, arg
 
     kv_tokens, block = engine.kv_capacity()
     cfg.cost.kv_tokens, cfg.cost.block_tokens = kv_tokens, block
+    wbytes, kvbytes = engine_dtypes(engine)
+    sizes = model_sizes(cfg.model.path, dtype_bytes=wbytes, kv_dtype_bytes=kvbytes)
     if first is not None:
         fitted = {k: first[k] for k in ("prefill_s", "prefill_tok_s", "attn_tokens")
                   if k in first}
@@ -129,8 +131,10 @@ def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, arg
             steps = (16, 16 + args.calibrate_steps)
             points = measure_decode(engine, decode_points(long, kv_tokens, steps[1]), vocab,
                                     steps)
+            read_s = (sizes.kv_bytes_per_token * MTOK / bandwidth["bandwidth"]
+                      if bandwidth is not None else 0.0)
             fitted.update(fit_decode(points, 32, sum(steps) / 2,
-                                     cfg.engine.shared_prefix_attention is True))
+                                     cfg.engine.shared_prefix_attention is True, read_s))
             fitted["decode_points"] = [dataclasses.asdict(p) for p in points]
     fitted.update(kv_tokens=kv_tokens, block_tokens=block)
     for key in COST_TERMS:
@@ -138,8 +142,6 @@ def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, arg
             setattr(cfg.cost, key, fitted[key])
     if bandwidth is None:
         return None, fitted
-    wbytes, kvbytes = engine_dtypes(engine)
-    sizes = model_sizes(cfg.model.path, dtype_bytes=wbytes, kv_dtype_bytes=kvbytes)
     fitted.update(weight_bytes=sizes.step_weight_bytes,
                   kv_bytes_per_token=sizes.kv_bytes_per_token, bandwidth=bandwidth["bandwidth"])
     if not args.calibration and first is None:  # what was measured, for --calibration

@@ -6,8 +6,8 @@
 The attention check builds a paged KV cache of random bf16 data with document-set groups
 (Llama-3.1-8B head shapes), runs stock FlashAttention 3 and the split on it, and prints the
 relative error between them and against an fp32 reference, and each one's time (CUDA events,
-median). The greedy
-check gives the engine random normal(0, 0.02) weights (vLLM's dummy weights are so small that
+median), then a whole decode step's attention by the wall clock (the plan and 32 layers, as
+the engine runs them outside its CUDA graphs, host launches included). The greedy check gives the engine random normal(0, 0.02) weights (vLLM's dummy weights are so small that
 every logit ties), decodes the first sets of the bench workload greedily with each attention
 and counts the tokens that agree position by position.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from lcr.shared_prefix.reference import paged_varlen
 from lcr.shared_prefix.split import split_attention
 from lcr.shared_prefix.support import MIN_SHARED_BLOCKS
 
-HEADS, KV_HEADS, DIM, BLOCK = 32, 8, 128, 16
+HEADS, KV_HEADS, DIM, BLOCK, LAYERS = 32, 8, 128, 16, 32
 
 
 def reinit_weights(model: torch.nn.Module) -> int:
@@ -103,6 +104,18 @@ def _time(fn, reps: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _wall(fn, reps: int = 10) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1e3)
+    return round(sorted(times)[len(times) // 2], 3)
+
+
 def check_shape(groups: int, seqs: int, prefix: int, suffix: int = 300, lone: int = 0,
                 seed: int = 0) -> dict:
     from vllm.v1.attention.backends.fa_utils import flash_attn_varlen_func
@@ -172,6 +185,19 @@ def check_shape(groups: int, seqs: int, prefix: int, suffix: int = 300, lone: in
         0)), 3)
     res["split_ms_by_splits"] = {n: round(_time(lambda n=n: split(n)), 3)
                                  for n in SPLITS_SWEEP}
+    # a whole decode step's attention as the engine runs it outside the CUDA graphs: the
+    # step's plan, then every layer (host launch time included: wall clock, synchronized)
+    def step_split():
+        pl = plan(groups_seen + GROUP_SLACK)
+        for _ in range(LAYERS):
+            split_attention(q, key_cache, value_cache, out, pl, qsl, 1, max_len, varlen,
+                            merge_attn_states, splits)
+
+    def step_stock():
+        for _ in range(LAYERS):
+            stock()
+
+    res["step_split_ms"], res["step_stock_ms"] = _wall(step_split), _wall(step_stock)
     kv_bytes = 2 * KV_HEADS * DIM * 2
     res["prefix_once_ms_at_4.3TBps"] = round(
         groups * prefix * kv_bytes / 4.3e12 * 1e3, 3)
@@ -184,7 +210,7 @@ def _rel(a, b) -> float:
 
 SPLITS_SWEEP = (1, 2, 4, 8, 16, 32, 64)
 SHAPES = [(5, 12, 100_000), (9, 10, 94_000), (9, 3, 94_000), (1, 1, 100_000), (10, 12, 33_000),
-          (4, 9, 100_000, 300, 6)]
+          (4, 9, 100_000, 300, 6), (1, 8, 100_000), (1, 32, 33_000), (1, 64, 1_024)]
 
 
 def run_checks(json_path: str | None = None) -> int:
@@ -204,13 +230,13 @@ def run_checks(json_path: str | None = None) -> int:
     ok = all(r["rel_err_vs_stock"] <= 1e-2 and not r["nan"] for r in rows)
     print(f"{'groups x seqs, prefix':<24}{'stock ms':>9}{'split ms':>9}{'auto-split':>11}"
           f"{'once@4.3':>9}{'prefix':>8}{'suffix':>8}{'rel err':>9}{'vs fp32':>9}  "
-          f"split ms by splits {'/'.join(map(str, SPLITS_SWEEP))}")
+          f"{'step':>7}{'stock':>7}  split ms by splits {'/'.join(map(str, SPLITS_SWEEP))}")
     for r in rows:
         print(f"{r['groups']} x {r['seqs']} (+{r['lone']}), {r['prefix']:,}".ljust(24)
               + f"{r['stock_ms']:>9}{r['split_ms']:>9}{r['split_auto_splits_ms']:>11}"
               f"{r['prefix_once_ms_at_4.3TBps']:>9}{r['prefix_call_ms']:>8}"
               f"{r['suffix_call_ms']:>8}{r['rel_err_vs_stock']:>9.1e}"
-              f"{r['rel_err_vs_fp32']:>9.1e}  "
+              f"{r['rel_err_vs_fp32']:>9.1e}{r['step_split_ms']:>7.1f}{r['step_stock_ms']:>7.1f}  "
               + "/".join(str(v) for v in r["split_ms_by_splits"].values()))
     if json_path:
         Path(json_path).write_text(json.dumps(rows, indent=1))
