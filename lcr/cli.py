@@ -204,6 +204,10 @@ def _bench_args(sp) -> None:
                     help="predict with the constants and measurements of an earlier "
                          "--calibrate run on the same machine (its --work-dir's "
                          "calibration.json)")
+    sp.add_argument("--predict", action="store_true",
+                    help="start no engine: print what the cost model predicts for each "
+                         "policy (and the floor) with --calibration FILE's constants, on any "
+                         "machine")
     sp.add_argument("--no-floor", action="store_true",
                     help="skip the bandwidth probe and the floor")
     sp.add_argument("--engine-set", action="append", default=[], metavar="KEY=VALUE;...",

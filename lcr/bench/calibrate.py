@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -117,8 +118,11 @@ class DecodePoint:
         return [1.0, seqs, context / MTOK, self.sets * self.prefix / MTOK]
 
 
+DECODE_SUFFIX = 32  # fresh tokens after each sequence's prefix in the decode measurements
+
+
 def measure_decode(engine, points: list[DecodePoint], vocab: int, steps: tuple[int, int],
-                   suffix: int = 32, seed: int = 2) -> list[DecodePoint]:
+                   suffix: int = DECODE_SUFFIX, seed: int = 2) -> list[DecodePoint]:
     """Seconds per decode step for each batch shape: (run of steps[1] - run of steps[0]) /
     their difference; prefixes primed first, fresh suffixes each run."""
     rng = np.random.default_rng(seed)
@@ -195,6 +199,50 @@ def fit_decode(points: list[DecodePoint], suffix: int, mid: float,
     out.update({n: float(f"{c:.4g}") for n, c in zip(names, coef)})
     out["max_rel_error"] = round(float(np.max(np.abs(x @ coef - y) / y)), 3)
     return out
+
+
+def decode_fit(points: list[DecodePoint], steps: tuple[int, int], shared_prefix: bool,
+               kv_bytes_per_token: float = 0.0, bandwidth: float = 0.0) -> dict:
+    """The step constants of measured points: `steps` are the two run lengths they were
+    timed between, the KV bytes and bandwidth give the least a KV token read can cost."""
+    read_s = kv_bytes_per_token * MTOK / bandwidth if bandwidth else 0.0
+    return fit_decode(points, DECODE_SUFFIX, sum(steps) / 2, shared_prefix, read_s)
+
+
+def load_calibration(path: str, calibrate_steps: int) -> dict:
+    """An earlier --calibrate run's calibration.json. Its decode constants are fitted again
+    from its decode points with this version's fit (one line says so where they change); a
+    file that does not record its step counts (`decode_steps`) was measured with
+    `calibrate_steps` steps."""
+    from lcr.config import ConfigError
+
+    try:
+        fitted = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"--calibration {path}: cannot read it ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--calibration {path}: not JSON (line {e.lineno}: {e.msg})") from None
+    missing = [k for k in ("prefill_s", "kv_tokens", "block_tokens") if k not in fitted]
+    if not isinstance(fitted, dict) or missing:
+        raise ConfigError(f"--calibration {path}: no {', '.join(missing) or 'object'}; expected "
+                          "the calibration.json an `lcr bench --calibrate` run writes")
+    points = fitted.get("decode_points")
+    if points:
+        try:
+            pts = [DecodePoint(**p) for p in points]
+        except TypeError as e:
+            raise ConfigError(f"--calibration {path}: decode_points: {e}") from None
+        spa = "spa_step_s" in fitted  # measured on the engine whose attention it fitted
+        steps = tuple(fitted.get("decode_steps") or (16, 16 + calibrate_steps))
+        new = decode_fit(pts, steps, spa, fitted.get("kv_bytes_per_token", 0.0),
+                         fitted.get("bandwidth", 0.0))
+        changed = {k: v for k, v in new.items() if fitted.get(k) != v}
+        if changed:
+            print(f"--calibration {path}: decode constants fitted again from its {len(pts)} "
+                  f"points: " + ", ".join(f"{k} {fitted.get(k)} -> {v}"
+                                          for k, v in changed.items()), file=sys.stderr)
+        fitted.update(new)
+    return fitted
 
 
 def cost_toml(fitted: dict) -> str:

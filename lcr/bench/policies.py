@@ -81,13 +81,44 @@ def run_policy(root: Path, base: RunDir, cfg: Config, questions: list[dict], pol
         times.append(time.time() - t0)
         infos.append(info)
         model.append(None if policy == "naive" else units_cost(shard_units, qinfo, cfg))
-        demands = set_demands(shard_units, qinfo, cfg.sampling.max_new_tokens)
-        fl.append(floor(demands, cap, phys, cfg.engine.max_num_batched_tokens) if phys else None)
+        fl.append(_floor(shard_units, qinfo, cfg, cap, phys))
         said = (f"model {model[-1].seconds:6.1f} s, window up to {model[-1].max_window}"
                 if model[-1] else "every unit in one generate call")
         print(f"  {policy:>12} shard {k}: {times[-1]:7.1f} s ({said}), cache hit "
               f"{info['cache_hit']:.2f}", file=sys.stderr, flush=True)
     return _summary(policy, times, infos, model, fl if phys else None)
+
+
+def _floor(units: list[dict], qinfo: dict, cfg: Config, cap, phys: Physics | None):
+    if phys is None:
+        return None
+    demands = set_demands(units, qinfo, cfg.sampling.max_new_tokens)
+    return floor(demands, cap, phys, cfg.engine.max_num_batched_tokens)
+
+
+def _floor_keys(fl: list) -> dict:
+    out = {"floor_prefill_s": round(sum(f.prefill_s for f in fl), 2),
+           "floor_decode_s": round(sum(f.decode_s for f in fl), 2)}
+    out["floor_s"] = round(out["floor_prefill_s"] + out["floor_decode_s"], 2)
+    return out
+
+
+def predict_policy(cfg: Config, questions: list[dict], policy: str, shards: int,
+                   units: list[dict], phys: Physics | None) -> dict:
+    """A policy with no engine: the cost model's seconds and the floor, shard by shard."""
+    qinfo = {q["question_id"]: q for q in questions}
+    assigned = assign(units, shards, "document_set" if policy == "no_reuse" else policy,
+                      qinfo, cfg)
+    cap = capacity_from(cfg)
+    model = [units_cost(s, qinfo, cfg) for s in assigned]
+    out = {"policy": policy, "predicted_s": round(sum(m.seconds for m in model), 2),
+           "predicted_makespan_s": round(max(m.seconds for m in model), 2),
+           "predicted_prefill_s": round(sum(m.prefill_s for m in model), 2),
+           "predicted_decode_s": round(sum(m.decode_s for m in model), 2),
+           "window": max(m.max_window for m in model)}
+    if phys is not None:
+        out.update(_floor_keys([_floor(s, qinfo, cfg, cap, phys) for s in assigned]))
+    return out
 
 
 def _summary(policy: str, times: list[float], infos: list[dict], model: list, fl) -> dict:
@@ -109,8 +140,6 @@ def _summary(policy: str, times: list[float], infos: list[dict], model: list, fl
                    window=max(m.max_window for m in model))
         out["predicted_ratio"] = round(out["predicted_s"] / gpu_s, 3)
     if fl:
-        out["floor_prefill_s"] = round(sum(f.prefill_s for f in fl), 2)
-        out["floor_decode_s"] = round(sum(f.decode_s for f in fl), 2)
-        out["floor_s"] = round(out["floor_prefill_s"] + out["floor_decode_s"], 2)
+        out.update(_floor_keys(fl))
         out["floor_ratio"] = round(gpu_s / out["floor_s"], 3)
     return out

@@ -34,7 +34,7 @@ from lcr.bench.layouts import run_layouts
 from lcr.bench.policies import POLICIES, run_policy
 from lcr.bench.workload import dummy_model_dir, output_lengths, workload, write_workload
 from lcr.config import Config, ConfigError, apply_override, load_config, validate
-from lcr.cost import MTOK, Physics
+from lcr.cost import Physics
 from lcr.io import atomic_write_json
 from lcr.plan import make_units
 from lcr.rundir import RunDir
@@ -94,10 +94,11 @@ def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, arg
     stay those of the job file."""
     from lcr.bench.calibrate import (
         COST_TERMS,
+        decode_fit,
         decode_points,
         engine_dtypes,
-        fit_decode,
         fit_prefill,
+        load_calibration,
         measure_decode,
         measure_prefill,
     )
@@ -114,7 +115,7 @@ def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, arg
         table = {int(k): v for k, v in fitted["prefill_s"].items()}
         bandwidth = {"bandwidth": first["bandwidth"]} if "bandwidth" in first else bandwidth
     elif args.calibration:
-        fitted = json.loads(Path(args.calibration).read_text())
+        fitted = load_calibration(args.calibration, args.calibrate_steps)
         table = {int(k): v for k, v in fitted["prefill_s"].items()}
         bandwidth = {"bandwidth": fitted["bandwidth"]} if "bandwidth" in fitted else bandwidth
     else:
@@ -131,11 +132,11 @@ def calibrate_engine(engine, cfg: Config, questions: list[dict], vocab: int, arg
             steps = (16, 16 + args.calibrate_steps)
             points = measure_decode(engine, decode_points(long, kv_tokens, steps[1]), vocab,
                                     steps)
-            read_s = (sizes.kv_bytes_per_token * MTOK / bandwidth["bandwidth"]
-                      if bandwidth is not None else 0.0)
-            fitted.update(fit_decode(points, 32, sum(steps) / 2,
-                                     cfg.engine.shared_prefix_attention is True, read_s))
+            fitted.update(decode_fit(points, steps, cfg.engine.shared_prefix_attention is True,
+                                     sizes.kv_bytes_per_token,
+                                     bandwidth["bandwidth"] if bandwidth else 0.0))
             fitted["decode_points"] = [dataclasses.asdict(p) for p in points]
+            fitted["decode_steps"] = list(steps)
     fitted.update(kv_tokens=kv_tokens, block_tokens=block)
     for key in COST_TERMS:
         if key in fitted:
@@ -172,7 +173,8 @@ def prepare_bench(args) -> tuple[Config, Path, list[dict], list[Workload], RunDi
     """The config, work folder, questions, workloads (one per --output-tokens item) and the
     run directory holding the prompts of a bench."""
     cfg = bench_config(args)
-    check_device(cfg)
+    if not args.predict:  # --predict starts no engine
+        check_device(cfg)
     root = Path(args.out) if args.out else default_root()
     root.mkdir(parents=True, exist_ok=True)
     if cfg.model.path == "tiny":
@@ -202,6 +204,68 @@ def prepare_bench(args) -> tuple[Config, Path, list[dict], list[Workload], RunDi
     return cfg, root, questions, workloads, base, vocab
 
 
+def _variant(cfg: Config, engine_set: str, policies: list[str]) -> tuple[Config, list[str]]:
+    """One --engine-set: the config with its [engine] overrides, and the policies it runs."""
+    ecfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine),
+                               cost=dataclasses.replace(cfg.cost))
+    mine = policies
+    for text in filter(None, engine_set.split(";")):
+        if text.startswith("policies="):  # what this engine runs, instead of --policies
+            mine = _policies(text.split("=", 1)[1])
+            continue
+        apply_override(ecfg, f"engine.{text}")
+    validate(ecfg)
+    return ecfg, mine
+
+
+def predict_bench(args, policies: list[str]) -> int:
+    """--predict: no engine. Each engine set's policies priced by the cost model (and the
+    floor) with an earlier calibration's constants, on any machine. "auto" attention is
+    priced as the calibrated engine ran it."""
+    from lcr.bench.calibrate import COST_TERMS, load_calibration
+    from lcr.bench.policies import predict_policy
+
+    if not args.calibration:
+        raise ConfigError("lcr bench --predict needs --calibration FILE: the calibration.json "
+                          "of an earlier --calibrate run on the card to predict for")
+    cal = load_calibration(args.calibration, args.calibrate_steps)
+    cfg, _root, questions, workloads, _base, _vocab = prepare_bench(args)
+    phys = None
+    if all(k in cal for k in ("weight_bytes", "kv_bytes_per_token", "bandwidth")):
+        phys = Physics(cal["weight_bytes"], cal["kv_bytes_per_token"], cal["bandwidth"],
+                       {int(k): v for k, v in cal["prefill_s"].items()})
+    results = {"predicted_only": True, "calibration": args.calibration, "runs": []}
+    lines = [f"{'engine settings':<28}{'attention':>14}{'answers':>9}{'policy':>13}"
+             f"{'model s':>9}{'prefill':>9}{'decode':>8}{'window':>7}{'floor s':>9}"]
+    for engine_set in args.engine_set or [""]:
+        ecfg, mine = _variant(cfg, engine_set, policies)
+        setting = ecfg.engine.shared_prefix_attention
+        spa = setting is True or (setting == "auto" and "spa_step_s" in cal)
+        ecfg.engine.shared_prefix_attention = spa  # what the cost model prices
+        for key in (*COST_TERMS, "kv_tokens", "block_tokens"):
+            if key in cal:
+                setattr(ecfg.cost, key, cal[key])
+        name, attention = engine_set or "defaults", "shared_prefix" if spa else "stock"
+        for w in workloads:
+            wcfg = dataclasses.replace(ecfg, sampling=dataclasses.replace(
+                ecfg.sampling, max_new_tokens=w.budget))
+            for policy in mine:
+                if policy == "naive":
+                    print(f"  naive skipped on engine ({name}): the cost model replays lcr's "
+                          "window, not one generate call", file=sys.stderr)
+                    continue
+                r = predict_policy(wcfg, questions, policy, args.shards, w.units, phys)
+                r.update(engine_set=name, attention=attention, answers=w.spec)
+                results["runs"].append(r)
+                lines.append(f"{name:<28}{attention:>14}{w.spec:>9}{policy:>13}"
+                             f"{r['predicted_s']:>9.1f}{r['predicted_prefill_s']:>9.1f}"
+                             f"{r['predicted_decode_s']:>8.1f}{r['window']:>7}"
+                             f"{_num(r.get('floor_s'), '.1f'):>9}")
+    print("\n".join(lines))
+    _save(args, results)
+    return 0
+
+
 def run_bench(args) -> int:
     from lcr.bench.calibrate import cost_toml, measure_bandwidth
 
@@ -210,6 +274,8 @@ def run_bench(args) -> int:
 
         return run_checks(args.json)
     policies = _policies(args.policies)
+    if args.predict:
+        return predict_bench(args, policies)
     if args.greedy:  # its weights are set by a function sent to the engine's workers
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
     cfg, root, questions, workloads, base, vocab = prepare_bench(args)
@@ -224,15 +290,7 @@ def run_bench(args) -> int:
             return 0
     bandwidth = None if args.no_floor or args.calibration else measure_bandwidth()
     for engine_set in args.engine_set or [""]:
-        ecfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine),
-                                   cost=dataclasses.replace(cfg.cost))
-        mine = policies
-        for text in filter(None, engine_set.split(";")):
-            if text.startswith("policies="):  # what this engine runs, instead of --policies
-                mine = _policies(text.split("=", 1)[1])
-                continue
-            apply_override(ecfg, f"engine.{text}")
-        validate(ecfg)
+        ecfg, mine = _variant(cfg, engine_set, policies)
         engine, start_s, state = start_engine(ecfg, root)
         first = results["engines"][0] if results["engines"] else None
         phys, fitted = calibrate_engine(engine, ecfg, questions, vocab, args, bandwidth, root,

@@ -7,9 +7,10 @@ The attention check builds a paged KV cache of random bf16 data with document-se
 (Llama-3.1-8B head shapes), runs stock FlashAttention 3 and the split on it, and prints the
 relative error between them and against an fp32 reference, and each one's time (CUDA events,
 median), then a whole decode step's attention by the wall clock (the plan and 32 layers, as
-the engine runs them outside its CUDA graphs, host launches included). The greedy check gives the engine random normal(0, 0.02) weights (vLLM's dummy weights are so small that
-every logit ties), decodes the first sets of the bench workload greedily with each attention
-and counts the tokens that agree position by position.
+the engine runs them outside its CUDA graphs, host launches included). The greedy check
+gives the engine random normal(0, 0.02) weights (vLLM's dummy weights are so small that every
+logit ties), decodes the first sets of the bench workload greedily with each attention and
+counts the tokens that agree position by position.
 """
 
 from __future__ import annotations
