@@ -1,6 +1,7 @@
 """Shared-prefix attention on the CPU: the grouping, and prefix-once + suffix + merge against
 full causal attention (plain PyTorch kernels; the GPU check is lcr.shared_prefix.check)."""
 
+import json
 import random
 
 import pytest
@@ -254,3 +255,47 @@ def test_the_cost_model_prices_a_grouped_sets_prefix_once():
     # stock reads the prefix once per sequence (L2 hits save about half of the 12 reads)
     stock_reads = decode_step_seconds(one, cost) - cost.step_s - 12 * cost.step_seq_s
     assert stock_reads > 5 * (spa - cost.spa_step_s - 12 * cost.spa_step_seq_s)
+
+
+def test_the_attention_check_rehearses_on_the_cpu_with_reference_kernels(monkeypatch, tmp_path,
+                                                                         capsys):
+    """`lcr bench --attention-check` runs FA3 on a GPU; here its whole body runs on the CPU
+    with the reference kernel in FA3's place (times are not measured: 0)."""
+    from vllm.v1.attention.backends import fa_utils
+    from vllm.v1.attention.ops import merge_attn_states as merge_module
+
+    from lcr.shared_prefix import check
+
+    def fa3(q, k, v, max_seqlen_q, cu_seqlens_q, max_seqlen_k, seqused_k=None,
+            softmax_scale=None, causal=False, block_table=None, return_softmax_lse=False,
+            out=None, num_splits=0, fa_version=3, **_):
+        o, lse = paged_varlen(q, k, v, out, cu_seqlens_q, seqused_k, max_seqlen_q,
+                              max_seqlen_k, block_table, causal, scale=softmax_scale)
+        return (o, lse) if return_softmax_lse else o
+
+    monkeypatch.setattr(fa_utils, "flash_attn_varlen_func", fa3, raising=False)  # GPU builds
+    monkeypatch.setattr(merge_module, "merge_attn_states", merge, raising=False)
+    monkeypatch.setattr(check, "DEVICE", "cpu")
+    monkeypatch.setattr(check, "LAYERS", 2)
+    monkeypatch.setattr(check, "_num_sms", lambda dev: 132)
+    def once(fn, reps=0):
+        fn()
+        return 0.0
+
+    monkeypatch.setattr(check, "_time", once)
+    monkeypatch.setattr(check, "_wall", once)
+    for block, lone in ((16, 0), (64, 2)):
+        r = check.check_shape(2, 3, 2048, suffix=40, lone=lone, block=block)
+        assert r["grouped"] == [2, 6] and r["block"] == block and not r["nan"]
+        assert r["rel_err_vs_stock"] < 1e-2 and r["rel_err_vs_fp32"] < 1e-2
+        assert r["splits"] == check.prefix_splits(2, check.KV_HEADS, 132)
+        assert {"step_split_ms", "step_stock_ms", "prefix_call_group_rows_ms",
+                "split_ms_by_splits"} <= set(r)
+    # and the whole check, table and PASS line included, on shapes this small
+    monkeypatch.setattr(support, "device_reasons", lambda engine_processes=True: [])
+    monkeypatch.setattr(check, "SHAPES", [(2, 3, 2048, 40)])
+    monkeypatch.setattr(check, "BLOCK_SHAPES", [(2, 3, 2048, 40)])
+    assert check.run_checks(str(tmp_path / "ops.json")) == 0
+    out = capsys.readouterr().out
+    assert "2 x 3 (+0), 2,048 /64" in out and out.rstrip().endswith("attention check: PASS")
+    assert [r["block"] for r in json.loads((tmp_path / "ops.json").read_text())] == [16, 64]

@@ -28,6 +28,7 @@ from lcr.shared_prefix.split import split_attention
 from lcr.shared_prefix.support import MIN_SHARED_BLOCKS
 
 HEADS, KV_HEADS, DIM, BLOCK, LAYERS = 32, 8, 128, 16, 32
+DEVICE = "cuda"  # the CPU tests rehearse the check with reference kernels
 
 
 def reinit_weights(model: torch.nn.Module) -> int:
@@ -67,10 +68,11 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> dict:
             "same_history_share": round(1 - flips / steps, 4) if steps else None}
 
 
-def _batch(groups: int, seqs: int, prefix: int, suffix: int, lone: int, seed: int):
+def _batch(groups: int, seqs: int, prefix: int, suffix: int, lone: int, seed: int,
+           block: int = BLOCK):
     """Block tables and lengths: `groups` sets of `seqs` decoding sequences on `prefix`-token
     documents (block 0, a chat header, shared by all), plus `lone` unshared sequences."""
-    pblocks, sblocks = prefix // BLOCK, -(-(suffix + 1) // BLOCK)
+    pblocks, sblocks = prefix // block, -(-(suffix + 1) // block)
     tables, lens, nxt = [], [], 1
     for _ in range(groups):
         docs = [0] + list(range(nxt, nxt + pblocks - 1))
@@ -78,11 +80,11 @@ def _batch(groups: int, seqs: int, prefix: int, suffix: int, lone: int, seed: in
         for _ in range(seqs):
             tables.append(docs + list(range(nxt, nxt + sblocks)))
             nxt += sblocks
-            lens.append(pblocks * BLOCK + suffix + 1)
+            lens.append(pblocks * block + suffix + 1)
     for _ in range(lone):
         tables.append([0] + list(range(nxt, nxt + pblocks + sblocks - 1)))
         nxt += pblocks + sblocks - 1
-        lens.append(pblocks * BLOCK + suffix + 1)
+        lens.append(pblocks * block + suffix + 1)
     order = torch.randperm(len(tables), generator=torch.Generator().manual_seed(seed)).tolist()
     width = max(map(len, tables))
     bt = torch.zeros((len(tables), width), dtype=torch.int32)
@@ -105,6 +107,10 @@ def _time(fn, reps: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _num_sms(dev) -> int:
+    return torch.cuda.get_device_properties(dev).multi_processor_count
+
+
 def _wall(fn, reps: int = 10) -> float:
     fn()
     times = []
@@ -118,16 +124,16 @@ def _wall(fn, reps: int = 10) -> float:
 
 
 def check_shape(groups: int, seqs: int, prefix: int, suffix: int = 300, lone: int = 0,
-                seed: int = 0) -> dict:
+                seed: int = 0, block: int = BLOCK) -> dict:
     from vllm.v1.attention.backends.fa_utils import flash_attn_varlen_func
     from vllm.v1.attention.ops.merge_attn_states import merge_attn_states
 
-    dev = torch.device("cuda")
-    bt, seq_lens, nblocks = _batch(groups, seqs, prefix, suffix, lone, seed)
+    dev = torch.device(DEVICE)
+    bt, seq_lens, nblocks = _batch(groups, seqs, prefix, suffix, lone, seed, block)
     bt, seq_lens = bt.to(dev), seq_lens.to(dev)
     r = bt.shape[0]
     g = torch.Generator(device=dev).manual_seed(seed)
-    raw = torch.randn((nblocks, BLOCK, KV_HEADS, 2 * DIM), generator=g, device=dev,
+    raw = torch.randn((nblocks, block, KV_HEADS, 2 * DIM), generator=g, device=dev,
                       dtype=torch.bfloat16)
     key_cache, value_cache = raw.split(DIM, dim=-1)  # vLLM's FA layout: strided views
     q = torch.randn((r, HEADS, DIM), generator=g, device=dev, dtype=torch.bfloat16)
@@ -148,13 +154,12 @@ def check_shape(groups: int, seqs: int, prefix: int, suffix: int = 300, lone: in
                                       fa_version=3)
 
     def plan(bound=None):
-        return plan_groups(bt, seq_lens, qsl, r, BLOCK, math.ceil(max_len / BLOCK),
+        return plan_groups(bt, seq_lens, qsl, r, block, math.ceil(max_len / block),
                            MIN_SHARED_BLOCKS, bound)
 
     groups_seen = int(plan().stats[0])  # as the builder reads it back a step later
     p = plan(groups_seen + GROUP_SLACK)
-    splits = prefix_splits(groups_seen, KV_HEADS, torch.cuda.get_device_properties(
-        dev).multi_processor_count)
+    splits = prefix_splits(groups_seen, KV_HEADS, _num_sms(dev))
     out = torch.full_like(q, float("nan"))
 
     def split(n=splits):
@@ -167,7 +172,7 @@ def check_shape(groups: int, seqs: int, prefix: int, suffix: int = 300, lone: in
     ref, _ = paged_varlen(q[rows], key_cache, value_cache, None,
                           torch.arange(n_rows + 1, device=dev, dtype=torch.int32),
                           seq_lens[rows], 1, max_len, bt[rows], True, scale=scale)
-    res = {"groups": groups, "seqs": seqs, "prefix": prefix, "lone": lone,
+    res = {"groups": groups, "seqs": seqs, "prefix": prefix, "lone": lone, "block": block,
            "grouped": p.stats.tolist(), "splits": splits,
            "rel_err_vs_stock": _rel(got, ref_stock),
            "rel_err_vs_fp32": _rel(got[rows], ref), "stock_rel_err_vs_fp32": _rel(
@@ -181,6 +186,10 @@ def check_shape(groups: int, seqs: int, prefix: int, suffix: int = 300, lone: in
     res["prefix_call_ms"] = round(_time(lambda: varlen(
         grouped_q, key_cache, value_cache, prefix_out, p.cu_prefix, p.prefix_lens, r,
         p.max_prefix, p.prefix_table, False, splits)), 3)
+    # the same call with max_seqlen_q the largest group's rows instead of every request's
+    res["prefix_call_group_rows_ms"] = round(_time(lambda: varlen(
+        grouped_q, key_cache, value_cache, prefix_out, p.cu_prefix, p.prefix_lens,
+        max(seqs, 1), p.max_prefix, p.prefix_table, False, splits)), 3)
     res["suffix_call_ms"] = round(_time(lambda: varlen(
         q, key_cache, value_cache, None, qsl, p.suffix_lens, 1, max_len, p.suffix_table, True,
         0)), 3)
@@ -214,6 +223,9 @@ SHAPES = [(5, 12, 100_000), (9, 10, 94_000), (9, 3, 94_000), (1, 1, 100_000), (1
           (4, 9, 100_000, 300, 6), (1, 8, 100_000), (1, 32, 33_000), (1, 64, 1_024)]
 
 
+BLOCK_SHAPES = [(9, 10, 94_000), (10, 12, 33_000)]  # again with 64-token KV blocks
+
+
 def run_checks(json_path: str | None = None) -> int:
     """Every shape of SHAPES: errors and times, a table, PASS or FAIL (exit code 0 or 1)."""
     from lcr.shared_prefix.support import device_reasons
@@ -225,15 +237,16 @@ def run_checks(json_path: str | None = None) -> int:
         raise ConfigError(f"lcr bench --attention-check needs FlashAttention 3 on a CUDA GPU: "
                           f"{'; '.join(reasons)}")
     rows = []
-    for shape in SHAPES:
-        rows.append(check_shape(*shape))
+    for shape, block in [(x, BLOCK) for x in SHAPES] + [(x, 64) for x in BLOCK_SHAPES]:
+        rows.append(check_shape(*shape, block=block))
         print(json.dumps(rows[-1]), flush=True)
     ok = all(r["rel_err_vs_stock"] <= 1e-2 and not r["nan"] for r in rows)
     print(f"{'groups x seqs, prefix':<24}{'stock ms':>9}{'split ms':>9}{'auto-split':>11}"
           f"{'once@4.3':>9}{'prefix':>8}{'suffix':>8}{'rel err':>9}{'vs fp32':>9}  "
           f"{'step':>7}{'stock':>7}  split ms by splits {'/'.join(map(str, SPLITS_SWEEP))}")
     for r in rows:
-        print(f"{r['groups']} x {r['seqs']} (+{r['lone']}), {r['prefix']:,}".ljust(24)
+        print(f"{r['groups']} x {r['seqs']} (+{r['lone']}), {r['prefix']:,}"
+              f"{'' if r['block'] == BLOCK else ' /' + str(r['block'])}".ljust(24)
               + f"{r['stock_ms']:>9}{r['split_ms']:>9}{r['split_auto_splits_ms']:>11}"
               f"{r['prefix_once_ms_at_4.3TBps']:>9}{r['prefix_call_ms']:>8}"
               f"{r['suffix_call_ms']:>8}{r['rel_err_vs_stock']:>9.1e}"
