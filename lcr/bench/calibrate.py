@@ -225,7 +225,7 @@ def load_calibration(path: str, calibrate_steps: int) -> dict:
     missing = [k for k in ("prefill_s", "kv_tokens", "block_tokens") if k not in fitted]
     if not isinstance(fitted, dict) or missing:
         raise ConfigError(f"--calibration {path}: no {', '.join(missing) or 'object'}; expected "
-                          "the calibration.json an `lcr bench --calibrate` run writes")
+                          "the calibration.json an lcr bench --calibrate run writes")
     points = fitted.get("decode_points")
     if points:
         try:

@@ -226,7 +226,7 @@ def predict_bench(args, policies: list[str]) -> int:
     from lcr.bench.policies import predict_policy
 
     if not args.calibration:
-        raise ConfigError("lcr bench --predict needs --calibration FILE: the calibration.json "
+        raise ConfigError("lcr bench: --predict needs --calibration FILE: the calibration.json "
                           "of an earlier --calibrate run on the card to predict for")
     cal = load_calibration(args.calibration, args.calibrate_steps)
     cfg, _root, questions, workloads, _base, _vocab = prepare_bench(args)
