@@ -226,11 +226,16 @@ def test_predict_lands_within_15_percent_of_the_h200_measurements(
 
 
 def test_predict_needs_a_readable_calibration(tmp_path):
-    with pytest.raises(ConfigError, match="--predict needs --calibration FILE"):
+    with pytest.raises(ConfigError, match="lcr bench: --predict needs --calibration FILE"):
         run_bench(_args("--predict", "--work-dir", str(tmp_path)))
     bad = tmp_path / "cal.json"
+    with pytest.raises(ConfigError, match="cal.json: cannot read it \\(No such file"):
+        run_bench(_args("--predict", "--calibration", str(bad), "--work-dir", str(tmp_path)))
     bad.write_text('{"prefill_s": {},\n oops}')
     with pytest.raises(ConfigError, match=r"cal.json: not JSON \(line 2"):
+        run_bench(_args("--predict", "--calibration", str(bad), "--work-dir", str(tmp_path)))
+    bad.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="cal.json: no object; expected the calibration"):
         run_bench(_args("--predict", "--calibration", str(bad), "--work-dir", str(tmp_path)))
     bad.write_text('{"prefill_s": {}}')
     with pytest.raises(ConfigError, match="cal.json: no kv_tokens, block_tokens; expected"):

@@ -222,7 +222,8 @@ def load_calibration(path: str, calibrate_steps: int) -> dict:
         raise ConfigError(f"--calibration {path}: cannot read it ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"--calibration {path}: not JSON (line {e.lineno}: {e.msg})") from None
-    missing = [k for k in ("prefill_s", "kv_tokens", "block_tokens") if k not in fitted]
+    missing = ([k for k in ("prefill_s", "kv_tokens", "block_tokens") if k not in fitted]
+               if isinstance(fitted, dict) else [])
     if not isinstance(fitted, dict) or missing:
         raise ConfigError(f"--calibration {path}: no {', '.join(missing) or 'object'}; expected "
                           "the calibration.json an lcr bench --calibrate run writes")
