@@ -65,8 +65,7 @@ def run_policy(root: Path, base: RunDir, cfg: Config, questions: list[dict], pol
 
     rd = fresh_run_dir(root / policy, base, cfg)
     qinfo = {q["question_id"]: q for q in questions}
-    by = "document_set" if policy in ("no_reuse", "naive") else policy
-    assigned = assign(units, shards, by, qinfo, cfg)
+    assigned = _assigned(units, shards, policy, qinfo, cfg)
     wrapped = NoReuse(engine) if policy == "no_reuse" else engine
     cap = capacity_from(cfg)
     times, infos, model, fl = [], [], [], []
@@ -89,6 +88,20 @@ def run_policy(root: Path, base: RunDir, cfg: Config, questions: list[dict], pol
     return _summary(policy, times, infos, model, fl if phys else None)
 
 
+def _assigned(units: list[dict], shards: int, policy: str, qinfo: dict, cfg: Config):
+    """The shards of a policy: no_reuse and naive shard as document_set does."""
+    by = "document_set" if policy in ("no_reuse", "naive") else policy
+    return assign(units, shards, by, qinfo, cfg)
+
+
+def _model_keys(model: list) -> dict:
+    """The cost model's seconds over a policy's shards, and its widest window."""
+    return {"predicted_s": round(sum(m.seconds for m in model), 2),
+            "predicted_prefill_s": round(sum(m.prefill_s for m in model), 2),
+            "predicted_decode_s": round(sum(m.decode_s for m in model), 2),
+            "window": max(m.max_window for m in model)}
+
+
 def _floor(units: list[dict], qinfo: dict, cfg: Config, cap, phys: Physics | None):
     if phys is None:
         return None
@@ -107,15 +120,11 @@ def predict_policy(cfg: Config, questions: list[dict], policy: str, shards: int,
                    units: list[dict], phys: Physics | None) -> dict:
     """A policy with no engine: the cost model's seconds and the floor, shard by shard."""
     qinfo = {q["question_id"]: q for q in questions}
-    assigned = assign(units, shards, "document_set" if policy == "no_reuse" else policy,
-                      qinfo, cfg)
+    assigned = _assigned(units, shards, policy, qinfo, cfg)
     cap = capacity_from(cfg)
     model = [units_cost(s, qinfo, cfg) for s in assigned]
-    out = {"policy": policy, "predicted_s": round(sum(m.seconds for m in model), 2),
-           "predicted_makespan_s": round(max(m.seconds for m in model), 2),
-           "predicted_prefill_s": round(sum(m.prefill_s for m in model), 2),
-           "predicted_decode_s": round(sum(m.decode_s for m in model), 2),
-           "window": max(m.max_window for m in model)}
+    out = {"policy": policy, **_model_keys(model),
+           "predicted_makespan_s": round(max(m.seconds for m in model), 2)}
     if phys is not None:
         out.update(_floor_keys([_floor(s, qinfo, cfg, cap, phys) for s in assigned]))
     return out
@@ -134,10 +143,7 @@ def _summary(policy: str, times: list[float], infos: list[dict], model: list, fl
            "cached_tokens": cached, "output_tokens": output,
            "predicted_s": None, "predicted_ratio": None, "window": None}
     if all(model):
-        out.update(predicted_s=round(sum(m.seconds for m in model), 2),
-                   predicted_prefill_s=round(sum(m.prefill_s for m in model), 2),
-                   predicted_decode_s=round(sum(m.decode_s for m in model), 2),
-                   window=max(m.max_window for m in model))
+        out.update(_model_keys(model))
         out["predicted_ratio"] = round(out["predicted_s"] / gpu_s, 3)
     if fl:
         out.update(_floor_keys(fl))
